@@ -1,0 +1,82 @@
+#include "common/write_batch.hpp"
+
+namespace torii {
+
+void WriteBatch::mark_owned() {
+  if (owned_.size() > owned_marked_) {
+    segments_.push_back({nullptr, owned_marked_, owned_.size() - owned_marked_});
+    owned_marked_ = owned_.size();
+  }
+}
+
+void WriteBatch::append_owned(std::string_view s) {
+  owned_.append(s);
+}
+
+void WriteBatch::append_borrowed(const BlockRef& block, std::string_view bytes) {
+  if (bytes.empty()) return;
+  mark_owned();
+  if (refs_.empty() || refs_.back().get() != block.get()) refs_.push_back(block);
+  segments_.push_back({bytes.data(), 0, bytes.size()});
+}
+
+void WriteBatch::append_static(std::string_view bytes) {
+  if (bytes.empty()) return;
+  mark_owned();
+  segments_.push_back({bytes.data(), 0, bytes.size()});
+}
+
+size_t WriteBatch::bytes() const {
+  size_t n = owned_.size() - owned_marked_;
+  for (const Segment& s : segments_) n += s.len;
+  return n;
+}
+
+void WriteBatch::clear() {
+  owned_.clear();
+  owned_marked_ = 0;
+  segments_.clear();
+  refs_.clear();
+  bufs_.clear();
+  done_ = nullptr;
+}
+
+int WriteBatch::submit(uv_stream_t* stream, WriteCompletion* done) {
+  mark_owned();
+  bufs_.clear();
+  for (const Segment& s : segments_) {
+    char* base = s.ptr ? const_cast<char*>(s.ptr) : owned_.data() + s.off;
+    bufs_.push_back(uv_buf_init(base, static_cast<unsigned>(s.len)));
+  }
+  done_ = done;
+  req_.data = this;
+  int rc = uv_write(&req_, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()),
+                    [](uv_write_t* req, int status) {
+                      auto* self = static_cast<WriteBatch*>(req->data);
+                      WriteCompletion* d = self->done_;
+                      d->on_write_done(*self, status);
+                      self->pool_->recycle(self);
+                    });
+  if (rc != 0) pool_->recycle(this);
+  return rc;
+}
+
+WriteBatch* WriteBatchPool::acquire() {
+  std::unique_ptr<WriteBatch> b;
+  if (!free_.empty()) {
+    b = std::move(free_.back());
+    free_.pop_back();
+  } else {
+    b = std::make_unique<WriteBatch>();
+    b->pool_ = this;
+  }
+  return b.release();  // ownership returns through recycle()
+}
+
+void WriteBatchPool::recycle(WriteBatch* b) {
+  std::unique_ptr<WriteBatch> owned(b);
+  owned->clear();
+  if (free_.size() < max_free_) free_.push_back(std::move(owned));
+}
+
+}  // namespace torii

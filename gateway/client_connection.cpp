@@ -1,0 +1,548 @@
+#include "gateway/client_connection.hpp"
+
+#include <cstring>
+
+#include "common/log.hpp"
+#include "gateway/local_reply.hpp"
+#include "gateway/request_checks.hpp"
+#include "gateway/router.hpp"
+#include "gateway/worker.hpp"
+
+namespace torii::gateway {
+
+namespace {
+
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view kCrlf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+uv_stream_t* as_stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); }
+
+http::ParserLimits request_limits(const conf::Limits& l) {
+  http::ParserLimits p;
+  p.max_request_line = l.max_request_line;
+  p.max_header_bytes = l.max_header_bytes;
+  p.max_header_count = l.max_header_count;
+  p.max_body_bytes = l.max_body_bytes;
+  return p;
+}
+
+void append_hex(std::string& out, size_t v) {
+  char buf[20];
+  int n = 0;
+  do {
+    buf[n++] = "0123456789abcdef"[v & 0xf];
+    v >>= 4;
+  } while (v != 0);
+  while (n > 0) out.push_back(buf[--n]);
+}
+
+}  // namespace
+
+std::string_view ClientConnection::state_name(State s) {
+  switch (s) {
+    case State::kIdle: return "idle";
+    case State::kReadingHead: return "reading_head";
+    case State::kWaitingUpstream: return "waiting_upstream";
+    case State::kProxying: return "proxying";
+    case State::kLocalReply: return "local_reply";
+    case State::kClosing: return "closing";
+  }
+  return "?";
+}
+
+ClientConnection::ClientConnection(Worker& worker)
+    : worker_(worker),
+      io_(worker.io()),
+      parser_(http::Http1Parser::Kind::kRequest, request_limits(worker.config().limits)) {
+  uv_tcp_init(io_.loop, &tcp_);
+  uv_timer_init(io_.loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+}
+
+bool ClientConnection::accept(uv_stream_t* server) {
+  if (uv_accept(server, as_stream(&tcp_)) != 0) {
+    close();
+    return false;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    if (peer.ss_family == AF_INET6) {
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), client_ip_, sizeof client_ip_);
+    } else {
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), client_ip_, sizeof client_ip_);
+    }
+  }
+  set_timer(TimerPhase::kHeader);  // the first request must arrive in time
+  start_reading();
+  return true;
+}
+
+// ---- reading ---------------------------------------------------------------
+
+void ClientConnection::start_reading() {
+  if (reading_ || read_eof_ || state_ == State::kClosing) return;
+  reading_ = true;
+  uv_read_start(
+      as_stream(&tcp_),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* self = static_cast<ClientConnection*>(h->data);
+        *buf = self->in_.prepare(self->io_.blocks);
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+        static_cast<ClientConnection*>(s->data)->on_read(nread);
+      });
+}
+
+void ClientConnection::stop_reading() {
+  if (!reading_) return;
+  reading_ = false;
+  uv_read_stop(as_stream(&tcp_));
+}
+
+void ClientConnection::on_read(ssize_t nread) {
+  if (state_ == State::kClosing || nread == 0) return;
+  if (nread < 0) {
+    stop_reading();
+    if (nread != UV_EOF) {
+      close();  // reset: nobody to answer
+      return;
+    }
+    read_eof_ = true;
+    // A client may half-close after a complete request and still expect
+    // the response; anything else ends here.
+    const bool answer_pending =
+        (state_ == State::kWaitingUpstream || state_ == State::kProxying) && request_complete_;
+    if (!answer_pending && state_ != State::kLocalReply) close();
+    return;
+  }
+  in_.commit(static_cast<size_t>(nread));
+  if (state_ == State::kIdle) {
+    state_ = State::kReadingHead;
+    set_timer(TimerPhase::kHeader);
+  } else if (state_ == State::kProxying && !request_complete_) {
+    set_timer(TimerPhase::kBody);  // body_read measures the gap between reads
+  }
+  process_input();
+}
+
+bool ClientConnection::input_blocked() const {
+  switch (state_) {
+    case State::kIdle:
+    case State::kReadingHead: return false;
+    case State::kWaitingUpstream: return true;  // the body waits for a connection
+    case State::kProxying: return request_complete_ || upstream_full_;
+    case State::kLocalReply:
+    case State::kClosing: return true;
+  }
+  return true;
+}
+
+void ClientConnection::process_input() {
+  using Event = http::Http1Parser::Event;
+  // Handlers below may finish an exchange and ask for more input; the loop
+  // here picks that up instead of recursing (a long pipeline of local
+  // replies must not grow the stack).
+  if (in_process_input_) return;
+  in_process_input_ = true;
+  while (!input_blocked()) {
+    auto r = parser_.feed(in_.unparsed_data(), in_.unparsed_size());
+    in_.consume(r.consumed);
+    if (r.event == Event::kNeedMore) break;
+    switch (r.event) {
+      case Event::kHeadComplete:
+        on_request_head();
+        break;
+      case Event::kBody:
+        on_request_body(r.body, false);
+        break;
+      case Event::kMessageComplete:
+        on_request_body(r.body, true);
+        break;
+      case Event::kError:
+        LogLine(LogLevel::kDebug, "bad request")
+            .kv("client", client_ip_)
+            .kv("reason", parser_.error_reason());
+        local_reply(parser_.error(), true);
+        in_process_input_ = false;
+        return;
+      case Event::kNeedMore:
+        break;
+    }
+    if (in_.unparsed_size() == 0 && r.event != Event::kHeadComplete) break;
+  }
+  in_process_input_ = false;
+  if (state_ == State::kClosing) return;
+  if (input_blocked() && (in_.full() || upstream_full_)) {
+    stop_reading();  // backpressure: the kernel buffer fills, then the client's window
+  } else if (!input_blocked()) {
+    start_reading();
+  }
+  if (state_ == State::kIdle) in_.release_if_empty();
+}
+
+void ClientConnection::on_request_head() {
+  const http::MessageHead& head = parser_.head();
+  CheckResult check = check_request_head(head);
+  if (check.error != Error::kNone) {
+    LogLine(LogLevel::kDebug, "bad request").kv("client", client_ip_).kv("reason", check.reason);
+    local_reply(check.error, true);
+    return;
+  }
+  std::string_view client_id = head.get("x-request-id");
+  if (is_sane_request_id(client_id)) {
+    std::memcpy(request_id_, client_id.data(), client_id.size());
+    request_id_[client_id.size()] = '\0';
+  } else {
+    worker_.next_request_id(request_id_);
+  }
+  const std::string host = normalize_host(head.get("host"));
+  auto route = worker_.router().match(host, target_path(head.target), head.method);
+  if (!route) {
+    // Without reading the body, the connection cannot carry another request.
+    local_reply(Error::kNoRoute, head.has_body());
+    return;
+  }
+  group_ = &worker_.group(worker_.config().routes[*route].upstream_index);
+  if (head.has_body() && expects_continue(head)) {
+    // RFC 9110 10.1.1: we answer the expectation ourselves and stream the body on.
+    out().append_static(kContinue);
+    flush();
+  }
+  ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
+  upstream_head_.clear();
+  build_upstream_request_head(head, ctx, upstream_head_);
+  request_complete_ = false;
+  response_started_ = false;
+  retried_ = false;
+  state_ = State::kWaitingUpstream;
+  set_timer(TimerPhase::kNone);
+  acquire_upstream(false);
+}
+
+void ClientConnection::acquire_upstream(bool fresh) {
+  auto got = fresh ? group_->acquire_fresh(this, ticket_) : group_->acquire(this, ticket_);
+  switch (got.result) {
+    case upstream::UpstreamGroup::Acquire::kReady:
+      on_upstream_ready(*got.conn);
+      break;
+    case upstream::UpstreamGroup::Acquire::kPending:
+      if (ticket_) set_timer(TimerPhase::kQueue);  // queued behind the connection cap
+      break;
+    case upstream::UpstreamGroup::Acquire::kFull:
+      LogLine(LogLevel::kWarn, "upstream pool full").kv("upstream", group_->name());
+      local_reply(Error::kUpstreamPoolFull, !request_complete_ || parser_.head().has_body());
+      break;
+  }
+}
+
+void ClientConnection::on_request_body(std::string_view raw, bool last) {
+  if (state_ == State::kIdle || state_ == State::kReadingHead) {
+    return;  // the end of a body-less request that was already answered
+  }
+  if (!raw.empty() && upstream_ != nullptr) {
+    if (!upstream_->send_body(in_.block(), raw)) upstream_full_ = true;
+  }
+  if (last) {
+    request_complete_ = true;
+    if (upstream_ != nullptr) upstream_->request_complete();
+    if (timer_phase_ == TimerPhase::kBody || timer_phase_ == TimerPhase::kHeader) {
+      set_timer(TimerPhase::kNone);
+    }
+  } else {
+    set_timer(TimerPhase::kBody);
+  }
+}
+
+// ---- upstream events -------------------------------------------------------
+
+void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
+  ticket_.reset();
+  upstream_ = &conn;
+  state_ = State::kProxying;
+  const http::MessageHead& head = parser_.head();
+  conn.send_request_head(upstream_head_, head.method == "HEAD");
+  if (upstream_ == nullptr) return;  // the write failed and was reported
+  if (!head.has_body()) {
+    // The body-less request's end was parsed with its head.
+    request_complete_ = true;
+    conn.request_complete();
+    set_timer(TimerPhase::kNone);
+  } else {
+    set_timer(TimerPhase::kBody);
+  }
+  process_input();
+}
+
+void ClientConnection::on_upstream_error(Error error, bool retryable) {
+  ticket_.reset();
+  upstream_ = nullptr;
+  const http::MessageHead& head = parser_.head();
+  // The keep-alive race: a pooled connection the upstream had just closed.
+  // Replay once on a fresh connection when nothing of the body has been
+  // forwarded and the method is idempotent (RFC 9110 9.2.2).
+  if (retryable && !retried_ && !head.has_body() && http::is_idempotent_method(head.method)) {
+    retried_ = true;
+    LogLine(LogLevel::kDebug, "retrying on a fresh upstream connection").kv("request_id", request_id_);
+    state_ = State::kWaitingUpstream;
+    acquire_upstream(true);
+    return;
+  }
+  LogLine(LogLevel::kWarn, "upstream error")
+      .kv("upstream", group_ ? group_->name() : std::string_view("?"))
+      .kv("error", error_name(error))
+      .kv("request_id", request_id_);
+  local_reply(error, !request_complete_);
+}
+
+void ClientConnection::on_response_head(const http::MessageHead& head) {
+  response_started_ = true;
+  ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
+  const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
+  plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
+  if (plan_.mode == ClientBodyMode::kUntilClose && head.framing == http::BodyFraming::kChunked &&
+      upstream_ != nullptr) {
+    upstream_->want_decoded_body(true);
+  }
+}
+
+void ClientConnection::on_response_body(const BlockRef& block, std::string_view raw,
+                                        const std::vector<std::string_view>& decoded) {
+  switch (plan_.mode) {
+    case ClientBodyMode::kNone:
+      break;
+    case ClientBodyMode::kPassthrough:
+      out().append_borrowed(block, raw);
+      break;
+    case ClientBodyMode::kChunkWrap:
+      if (!raw.empty()) {
+        WriteBatch& b = out();
+        append_hex(b.owned(), raw.size());
+        b.owned().append(kCrlf);
+        b.append_borrowed(block, raw);
+        b.append_static(kCrlf);
+      }
+      break;
+    case ClientBodyMode::kUntilClose:
+      if (upstream_ != nullptr && !decoded.empty()) {
+        for (std::string_view d : decoded) out().append_borrowed(block, d);
+      } else if (decoded.empty() && parser_.head().method != "HEAD") {
+        out().append_borrowed(block, raw);
+      }
+      break;
+  }
+}
+
+void ClientConnection::on_response_batch_end() {
+  flush();
+  if (upstream_ != nullptr && !client_full_ &&
+      uv_stream_get_write_queue_size(as_stream(&tcp_)) > io_.high_watermark) {
+    // A slow client must not make us buffer the upstream's whole response.
+    client_full_ = true;
+    upstream_->pause_reading();
+    set_timer(TimerPhase::kSend);
+  }
+}
+
+void ClientConnection::on_response_complete() {
+  upstream_ = nullptr;
+  if (plan_.mode == ClientBodyMode::kChunkWrap) out().append_static(kLastChunk);
+  flush();
+  finish_exchange();
+}
+
+void ClientConnection::on_response_aborted(Error error) {
+  upstream_ = nullptr;
+  LogLine(LogLevel::kWarn, "upstream response aborted")
+      .kv("error", error_name(error))
+      .kv("request_id", request_id_);
+  // The head is out: the only honest signal left is an incomplete body.
+  flush();
+  close_after_flush();
+}
+
+void ClientConnection::on_request_drained() {
+  upstream_full_ = false;
+  process_input();
+}
+
+void ClientConnection::on_write_done(WriteBatch&, int status) {
+  if (state_ == State::kClosing) return;
+  if (status != 0) {
+    close();
+    return;
+  }
+  if (client_full_ && uv_stream_get_write_queue_size(as_stream(&tcp_)) <= io_.low_watermark) {
+    client_full_ = false;
+    if (timer_phase_ == TimerPhase::kSend) set_timer(TimerPhase::kNone);
+    if (upstream_ != nullptr) upstream_->resume_reading();
+  }
+}
+
+// ---- ending an exchange ----------------------------------------------------
+
+void ClientConnection::finish_exchange() {
+  const bool close_now = plan_.close_after || read_eof_ || draining_ || !request_complete_;
+  reset_exchange();
+  served_one_ = true;
+  if (close_now) {
+    close_after_flush();
+    return;
+  }
+  state_ = in_.unparsed_size() > 0 ? State::kReadingHead : State::kIdle;
+  set_timer(state_ == State::kIdle ? TimerPhase::kKeepAlive : TimerPhase::kHeader);
+  if (state_ == State::kIdle) parser_.release_storage();
+  process_input();  // a pipelined request may be waiting
+}
+
+void ClientConnection::reset_exchange() {
+  group_ = nullptr;
+  upstream_ = nullptr;
+  ticket_.reset();
+  plan_ = ClientResponsePlan{};
+  request_complete_ = false;
+  response_started_ = false;
+  upstream_full_ = false;
+  client_full_ = false;
+  request_id_[0] = '\0';
+}
+
+void ClientConnection::abort_upstream() {
+  if (upstream_ != nullptr) {
+    upstream_->abort();
+    upstream_ = nullptr;
+  }
+  if (group_ != nullptr) group_->cancel_wait(ticket_);
+}
+
+void ClientConnection::local_reply(Error error, bool close_after) {
+  abort_upstream();
+  if (response_started_) {  // too late for a reply of our own
+    close();
+    return;
+  }
+  close_after = close_after || draining_ || read_eof_ || worker_.draining();
+  const http::MessageHead& head = parser_.head();
+  build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
+                    head.is_http10() && head.keep_alive, out().owned());
+  flush();
+  state_ = State::kLocalReply;
+  plan_.close_after = close_after || !head.keep_alive;
+  request_complete_ = !close_after;
+  finish_exchange();
+}
+
+// ---- writing ---------------------------------------------------------------
+
+WriteBatch& ClientConnection::out() {
+  if (out_ == nullptr) out_ = io_.batches.acquire();
+  return *out_;
+}
+
+void ClientConnection::flush() {
+  if (out_ == nullptr) return;
+  WriteBatch* b = out_;
+  out_ = nullptr;
+  if (b->empty() || state_ == State::kClosing) {
+    io_.batches.recycle(b);
+    return;
+  }
+  if (b->submit(as_stream(&tcp_), this) != 0) close();
+}
+
+void ClientConnection::close_after_flush() {
+  if (closing_after_flush_ || state_ == State::kClosing) return;
+  closing_after_flush_ = true;
+  stop_reading();
+  abort_upstream();
+  state_ = State::kLocalReply;
+  set_timer(TimerPhase::kSend);  // a client that never reads does not hold us forever
+  shutdown_req_.data = this;
+  int rc = uv_shutdown(&shutdown_req_, as_stream(&tcp_), [](uv_shutdown_t* req, int) {
+    static_cast<ClientConnection*>(req->data)->close();
+  });
+  if (rc != 0) close();
+}
+
+void ClientConnection::start_drain() {
+  draining_ = true;
+  if (state_ == State::kIdle) {
+    // An idle keep-alive connection gets a short grace period: a request
+    // already on its way is answered (with Connection: close) rather than
+    // racing our close.
+    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->close(); },
+                   worker_.idle_drain_grace_ms(), 0);
+    timer_phase_ = TimerPhase::kKeepAlive;
+  }
+}
+
+void ClientConnection::close() {
+  if (state_ == State::kClosing) return;
+  abort_upstream();
+  state_ = State::kClosing;
+  if (out_ != nullptr) {
+    io_.batches.recycle(out_);
+    out_ = nullptr;
+  }
+  pending_closes_ = 2;
+  auto on_close = [](uv_handle_t* h) {
+    auto* self = static_cast<ClientConnection*>(h->data);
+    if (--self->pending_closes_ == 0) self->worker_.on_connection_closed(*self);
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+// ---- timeouts --------------------------------------------------------------
+
+void ClientConnection::set_timer(TimerPhase phase) {
+  if (state_ == State::kClosing) return;
+  timer_phase_ = phase;
+  const conf::Config& c = worker_.config();
+  uint64_t ms = 0;
+  switch (phase) {
+    case TimerPhase::kNone:
+      uv_timer_stop(&timer_);
+      return;
+    case TimerPhase::kKeepAlive: ms = static_cast<uint64_t>(c.timeouts.keepalive_idle.count()); break;
+    case TimerPhase::kHeader: ms = static_cast<uint64_t>(c.timeouts.header_read.count()); break;
+    case TimerPhase::kBody: ms = static_cast<uint64_t>(c.timeouts.body_read.count()); break;
+    case TimerPhase::kQueue: ms = group_ ? group_->settings().connect_timeout_ms : 1000; break;
+    case TimerPhase::kSend: ms = static_cast<uint64_t>(c.timeouts.send.count()); break;
+  }
+  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->on_timer(); },
+                 ms, 0);
+}
+
+void ClientConnection::on_timer() {
+  switch (timer_phase_) {
+    case TimerPhase::kNone:
+      break;
+    case TimerPhase::kKeepAlive:
+      close();
+      break;
+    case TimerPhase::kHeader:
+      if (state_ == State::kIdle && !served_one_ && in_.unparsed_size() == 0 && parser_.idle()) {
+        close();  // connected and never said anything
+      } else {
+        local_reply(Error::kHeaderReadTimeout, true);
+      }
+      break;
+    case TimerPhase::kBody:
+      local_reply(Error::kBodyReadTimeout, true);
+      break;
+    case TimerPhase::kQueue:
+      LogLine(LogLevel::kWarn, "timed out waiting for an upstream connection")
+          .kv("upstream", group_ ? group_->name() : std::string_view("?"));
+      local_reply(Error::kUpstreamPoolFull, true);
+      break;
+    case TimerPhase::kSend:
+      close();  // the client stopped reading
+      break;
+  }
+}
+
+}  // namespace torii::gateway

@@ -1,0 +1,49 @@
+// Proxy header rewriting (pure): builds the head sent upstream from a
+// client's request, and the head sent to the client from an upstream's
+// response (RFC 9110 7.6: hop-by-hop removal, Via; de-facto X-Forwarded-*).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/http1_parser.hpp"
+
+namespace torii::gateway {
+
+struct ForwardContext {
+  std::string_view client_ip;           // appended to X-Forwarded-For
+  std::string_view proto = "http";      // X-Forwarded-Proto
+  std::string_view request_id;          // X-Request-Id sent both ways
+  std::string_view upstream_authority;  // Host for HTTP/1.0 requests without one
+};
+
+// Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.
+// The body keeps the client's framing (Content-Length or chunked).
+void build_upstream_request_head(const http::MessageHead& req, const ForwardContext& ctx,
+                                 std::string& out);
+
+// How the response body travels to the client.
+enum class ClientBodyMode : uint8_t {
+  kNone,         // HEAD, 204, 304, or no body
+  kPassthrough,  // raw upstream framing (Content-Length or chunked) relayed as is
+  kChunkWrap,    // body runs until upstream close -> re-framed as chunked (HTTP/1.1 client)
+  kUntilClose,   // HTTP/1.0 client: decoded body, then close
+};
+
+struct ClientResponsePlan {
+  ClientBodyMode mode = ClientBodyMode::kNone;
+  bool close_after = false;  // the client connection ends after this response
+};
+
+// Decides framing and appends the client response head to out.
+// `want_close`: the gateway intends to close the client connection after
+// this response (client asked, draining, or an error).
+ClientResponsePlan build_client_response_head(const http::MessageHead& resp,
+                                              const http::MessageHead& req,
+                                              const ForwardContext& ctx, bool want_close,
+                                              std::string& out);
+
+// A sane client-supplied X-Request-Id is kept: 1..128 chars of [A-Za-z0-9._:-].
+bool is_sane_request_id(std::string_view id);
+
+}  // namespace torii::gateway

@@ -1,0 +1,15 @@
+// The one place that turns an Error into a reply of the gateway's own.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/error.hpp"
+
+namespace torii::gateway {
+
+// Appends a complete response (head and small text body) to out.
+void build_local_reply(Error error, std::string_view request_id, bool head_request, bool close,
+                       bool http10_keep_alive, std::string& out);
+
+}  // namespace torii::gateway

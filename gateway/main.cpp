@@ -1,0 +1,76 @@
+// torii: command line entry point.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "common/log.hpp"
+#include "conf/config.hpp"
+#include "gateway/master.hpp"
+#include "gateway/version.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: torii [-t] -c FILE\n"
+    "       torii --version | --help\n"
+    "\n"
+    "Torii is a multi-process HTTP/1.1 reverse proxy and API gateway.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE  configuration file (JSON), default conf/torii.json\n"
+    "  -t, --test         validate the configuration and exit (0 = valid, 1 = invalid)\n"
+    "  -v, --version      print the version and exit\n"
+    "  -h, --help         print this help and exit\n"
+    "\n"
+    "Signals to the master: TERM drains and exits, INT/QUIT stop at once.\n"
+    "Logs go to stderr in logfmt. See docs/CONFIG.md for the configuration.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = "conf/torii.json";
+  bool test_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a == "-v" || a == "--version") {
+      std::printf("torii %s\n", torii::kVersion);
+      return 0;
+    }
+    if (a == "-t" || a == "--test") {
+      test_only = true;
+    } else if ((a == "-c" || a == "--config") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "torii: unknown argument '%s'\n\n%s", argv[i], kUsage);
+      return 2;
+    }
+  }
+
+  torii::conf::Config config;
+  try {
+    config = torii::conf::load_config_file(config_path);
+  } catch (const torii::conf::ConfigError& e) {
+    std::fprintf(stderr, "torii: configuration error: %s\n", e.what());
+    return 1;
+  }
+  if (test_only) {
+    std::printf("torii: configuration %s is valid\n", config_path.c_str());
+    return 0;
+  }
+  torii::LogLevel level = torii::LogLevel::kInfo;
+  torii::parse_log_level(config.log_level, level);
+  torii::log::set_level(level);
+  torii::LogLine(torii::LogLevel::kInfo, "starting")
+      .kv("version", torii::kVersion)
+      .kv("config", config_path)
+      .kv("workers", config.workers);
+  torii::gateway::Master master(std::move(config));
+  return master.run();
+}

@@ -1,0 +1,185 @@
+#include "gateway/worker.hpp"
+
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "common/log.hpp"
+
+namespace torii::gateway {
+
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds)
+    : io_(&loop_),
+      config_(config),
+      index_(index),
+      listen_fds_(std::move(listen_fds)),
+      router_(config_.routes),
+      log_writer_(&loop_) {
+  uint64_t seed[2] = {0, 0};
+  if (getrandom(seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
+    seed[0] = static_cast<uint64_t>(getpid()) * 0x9e3779b97f4a7c15ull ^ uv_hrtime();
+    seed[1] = uv_hrtime();
+  }
+  rng_[0] = seed[0];
+  rng_[1] = seed[1];
+  for (const conf::Upstream& u : config_.upstreams) {
+    groups_.push_back(std::make_unique<upstream::UpstreamGroup>(io_, u));
+  }
+}
+
+Worker::~Worker() {
+  // Every handle was closed by the time run() returned.
+  uv_loop_close(&loop_);
+}
+
+void Worker::next_request_id(char out[33]) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t a = splitmix64(rng_[0]);
+  uint64_t b = splitmix64(rng_[1]);
+  for (int i = 0; i < 16; ++i) {
+    out[i] = kHex[(a >> (i * 4)) & 0xf];
+    out[16 + i] = kHex[(b >> (i * 4)) & 0xf];
+  }
+  out[32] = '\0';
+}
+
+int Worker::run() {
+  log_writer_.start();
+  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+    auto l = std::make_unique<Listener>();
+    l->worker = this;
+    uv_tcp_init(&loop_, &l->tcp);
+    l->tcp.data = l.get();
+    int rc = uv_tcp_open(&l->tcp, listen_fds_[i]);
+    if (rc == 0) {
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), config_.listeners[i].backlog,
+                     [](uv_stream_t* server, int status) {
+                       static_cast<Listener*>(server->data)->worker->on_connection(server, status);
+                     });
+    }
+    if (rc != 0) {
+      LogLine(LogLevel::kError, "cannot listen").kv("error", uv_strerror(rc));
+      log_writer_.stop();
+      return 1;
+    }
+    listeners_.push_back(std::move(l));
+  }
+
+  auto on_signal = [](uv_signal_t* h, int signum) {
+    auto* self = static_cast<Worker*>(h->data);
+    if (signum == SIGTERM) {
+      self->start_drain();
+    } else if (signum == SIGHUP) {
+      // The master handles reloads; a worker ignores a stray SIGHUP.
+    } else {
+      // SIGINT / SIGQUIT: stop at once.
+      LogLine(LogLevel::kInfo, "worker stopping now").kv("worker", self->index_);
+      self->log_writer_.stop();
+      _exit(0);
+    }
+  };
+  for (auto [sig, handle] : {std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
+                             std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_}}) {
+    uv_signal_init(&loop_, handle);
+    handle->data = this;
+    uv_signal_start(handle, on_signal, sig);
+    uv_unref(reinterpret_cast<uv_handle_t*>(handle));
+  }
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+
+  LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  LogLine(LogLevel::kInfo, "worker exited cleanly").kv("worker", index_);
+  log_writer_.stop();
+  return 0;
+}
+
+void Worker::on_connection(uv_stream_t* server, int status) {
+  if (status < 0) {
+    LogLine(LogLevel::kWarn, "accept failed").kv("error", uv_strerror(status));
+    return;
+  }
+  if (draining_) return;
+  connections_.emplace_back(*this);
+  ClientConnection& conn = connections_.back();
+  conn.self_ = std::prev(connections_.end());
+  if (!conn.accept(server)) return;
+  if (connections_.size() > config_.limits.max_connections) {
+    // Over the cap: shed this one rather than degrade every connection.
+    LogLine(LogLevel::kWarn, "max_connections reached, closing new connection")
+        .kv("limit", config_.limits.max_connections);
+    conn.close();
+  }
+}
+
+void Worker::on_connection_closed(ClientConnection& conn) {
+  connections_.erase(conn.self_);
+  maybe_finish();
+}
+
+void Worker::start_drain() {
+  if (draining_) return;
+  draining_ = true;
+  LogLine(LogLevel::kInfo, "worker draining")
+      .kv("worker", index_)
+      .kv("connections", connections_.size())
+      .flush_now();
+  for (auto& l : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+  for (ClientConnection& c : connections_) c.start_drain();
+  uv_timer_start(
+      &drain_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Worker*>(t->data);
+        LogLine(LogLevel::kWarn, "drain deadline reached, closing connections")
+            .kv("connections", self->connections_.size());
+        for (ClientConnection& c : self->connections_) c.close();
+      },
+      static_cast<uint64_t>(config_.timeouts.drain.count()), 0);
+  maybe_finish();
+}
+
+void Worker::maybe_finish() {
+  if (!draining_ || finished_ || !connections_.empty()) return;
+  finished_ = true;
+  close_all_handles();
+}
+
+void Worker::close_all_handles() {
+  for (auto& g : groups_) g->close_idle();
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_}) {
+    uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  }
+  log_writer_.close();
+}
+
+void run_worker_process(const conf::Config& config, unsigned index, std::vector<int> listen_fds) {
+  // Die with the master: an orphaned worker would keep serving an old config.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  int rc = 1;
+  try {
+    Worker worker(config, index, std::move(listen_fds));
+    rc = worker.run();
+  } catch (const std::exception& e) {
+    LogLine(LogLevel::kError, "worker failed").kv("worker", index).kv("error", e.what());
+    log::flush();
+  }
+  _exit(rc);
+}
+
+}  // namespace torii::gateway

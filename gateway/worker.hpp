@@ -1,0 +1,81 @@
+// A worker process: one libuv loop, its own SO_REUSEPORT listening socket
+// per listener (inherited from the master), its client connections and its
+// upstream pools. Single-threaded: nothing here takes a lock.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/io_context.hpp"
+#include "conf/config.hpp"
+#include "gateway/client_connection.hpp"
+#include "gateway/log_writer.hpp"
+#include "gateway/router.hpp"
+#include "upstream/upstream_pool.hpp"
+
+namespace torii::gateway {
+
+class Worker {
+ public:
+  // `listen_fds[i]` is this worker's socket for config.listeners[i].
+  Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds);
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker();
+
+  // Runs the loop until the worker has drained or been stopped.
+  int run();
+
+  IoContext& io() { return io_; }
+  const conf::Config& config() const { return config_; }
+  const Router& router() const { return router_; }
+  upstream::UpstreamGroup& group(size_t i) { return *groups_[i]; }
+  bool draining() const { return draining_; }
+  uint64_t idle_drain_grace_ms() const { return 1000; }
+  // 32 hex digits of randomness (a fresh X-Request-Id).
+  void next_request_id(char out[33]);
+  void on_connection_closed(ClientConnection& conn);
+
+ private:
+  struct Listener {
+    uv_tcp_t tcp;
+    Worker* worker;
+  };
+  void on_connection(uv_stream_t* server, int status);
+  void start_drain();
+  void maybe_finish();
+  void close_all_handles();
+
+  // Initialised first: every other member may create handles on it.
+  struct Loop {
+    Loop() { uv_loop_init(&loop); }
+    uv_loop_t loop;
+  };
+  Loop loop_holder_;
+  uv_loop_t& loop_ = loop_holder_.loop;
+  IoContext io_;
+  conf::Config config_;
+  unsigned index_;
+  std::vector<int> listen_fds_;
+  Router router_;
+  std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::list<ClientConnection> connections_;
+  uv_signal_t sigterm_, sigint_, sigquit_, sighup_;
+  uv_timer_t drain_timer_;
+  LogWriter log_writer_;
+  bool draining_ = false;
+  bool finished_ = false;
+  uint64_t rng_[2];
+};
+
+// Entry point in the forked child; never returns.
+[[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
+                                     std::vector<int> listen_fds);
+
+}  // namespace torii::gateway

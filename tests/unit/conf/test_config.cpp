@@ -1,0 +1,813 @@
+// Unit tests for conf/config: parsing, defaults, every validation rule (with
+// its JSON path and message), the value parsers and the shipped examples.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conf/config.hpp"
+
+namespace {
+
+using namespace torii::conf;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr const char* kFile = "conf/torii.json";
+
+// The smallest useful config; error cases below are this plus a JSON Patch.
+constexpr const char* kMinimal = R"({"workers": 2, "listeners": [{"address": "127.0.0.1:8080"}],
+ "admin": {"address": "127.0.0.1:9100"},
+ "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+ "routes": [{"match": {"host": "*", "path_prefix": "/"}, "upstream": "app"}]})";
+
+// kMinimal with an RFC 6902 JSON Patch applied, as text.
+std::string patched(const char* patch) {
+  return json::parse(kMinimal).patch(json::parse(patch)).dump();
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// Parses `text` expecting a ConfigError at `path` whose problem contains `problem`.
+void check_rejected(const std::string& text, const std::string& path, const std::string& problem) {
+  try {
+    (void)parse_config(text, kFile);
+    FAIL("accepted, expected error at \"" << path << "\": " << problem);
+  } catch (const ConfigError& e) {
+    INFO("what(): " << std::string(e.what()));
+    CHECK(e.file() == kFile);
+    CHECK(e.json_path() == path);
+    CHECK(contains(e.problem(), problem));
+    const std::string prefix =
+        path.empty() ? std::string(kFile) + ": " : std::string(kFile) + ": " + path + ": ";
+    CHECK(std::string(e.what()) == prefix + e.problem());
+  }
+}
+
+struct PatchCase {
+  const char* name;
+  const char* patch;  // applied to kMinimal
+  const char* path;
+  const char* problem;
+};
+
+struct TextCase {
+  const char* name;
+  const char* text;  // the whole file
+  const char* path;
+  const char* problem;
+};
+
+void run_patch_cases(const std::vector<PatchCase>& cases) {
+  for (const PatchCase& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_rejected(patched(c.patch), c.path, c.problem);
+  }
+}
+
+std::filesystem::path source_root() {
+  // __FILE__ is <root>/tests/unit/conf/test_config.cpp (absolute under CMake).
+  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path().parent_path();
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+TEST_SUITE_BEGIN("conf");
+// ---------------------------------------------------------------------------
+// Valid configs
+
+TEST_CASE("minimal config parses with the right values") {
+  const Config config = parse_config(kMinimal, kFile);
+  CHECK(config.source_path == kFile);
+  CHECK(config.workers == 2);
+  REQUIRE(config.listeners.size() == 1);
+  CHECK(config.listeners[0].address.host == "127.0.0.1");
+  CHECK(config.listeners[0].address.port == 8080);
+  CHECK(config.listeners[0].backlog == 511);
+  REQUIRE(config.admin.has_value());
+  CHECK(config.admin->address.str() == "127.0.0.1:9100");
+  REQUIRE(config.upstreams.size() == 1);
+  CHECK(config.upstreams[0].name == "app");
+  REQUIRE(config.upstreams[0].servers.size() == 1);
+  CHECK(config.upstreams[0].servers[0].str() == "127.0.0.1:9001");
+  REQUIRE(config.routes.size() == 1);
+  CHECK(config.routes[0].match.host == "*");
+  CHECK(config.routes[0].match.path_prefix == "/");
+  CHECK(config.routes[0].match.methods.empty());
+  CHECK(config.routes[0].upstream == "app");
+  CHECK(config.routes[0].upstream_index == 0);
+}
+
+TEST_CASE("omitted keys take the documented defaults") {
+  const Config config = parse_config(R"({
+    "listeners": [{"address": "0.0.0.0:80"}],
+    "upstreams": {"app": {"servers": ["localhost:9001"]}},
+    "routes": [{"upstream": "app"}]})",
+                                     kFile);
+  const Limits limits;
+  const Timeouts timeouts;
+  const UpstreamPoolConfig pool;
+  CHECK(config.workers == 1);
+  CHECK(config.log_level == "info");
+  CHECK_FALSE(config.admin.has_value());
+  CHECK(config.listeners[0].backlog == 511);
+  CHECK(config.limits.max_request_line == 8 * 1024);
+  CHECK(config.limits.max_header_bytes == 32 * 1024);
+  CHECK(config.limits.max_header_count == 100);
+  CHECK(config.limits.max_body_bytes == 64ull << 20);
+  CHECK(config.limits.max_connections == 10000);
+  CHECK(config.limits.max_connections == limits.max_connections);
+  CHECK(config.timeouts.header_read == 10s);
+  CHECK(config.timeouts.body_read == 30s);
+  CHECK(config.timeouts.keepalive_idle == 60s);
+  CHECK(config.timeouts.send == 60s);
+  CHECK(config.timeouts.drain == 30s);
+  CHECK(config.timeouts.drain == timeouts.drain);
+  const Upstream& upstream = config.upstreams[0];
+  CHECK(upstream.connect_timeout == 5s);
+  CHECK(upstream.response_timeout == 60s);
+  CHECK(upstream.pool.max_connections == 256);
+  CHECK(upstream.pool.max_idle == 64);
+  CHECK(upstream.pool.idle_timeout == 60s);
+  CHECK(upstream.pool.max_pending == 1024);
+  CHECK(upstream.pool.max_pending == pool.max_pending);
+  // A route without "match" matches everything.
+  CHECK(config.routes[0].match.host == "*");
+  CHECK(config.routes[0].match.path_prefix == "/");
+  CHECK(config.routes[0].match.methods.empty());
+}
+
+TEST_CASE("every key is read into its field") {
+  const Config config = parse_config(R"({
+    "workers": 4,
+    "log_level": "debug",
+    "listeners": [{"address": "127.0.0.1:8080", "backlog": 1024}, {"address": "[::1]:8080"}],
+    "admin": {"address": "[::1]:9100"},
+    "limits": {"max_request_line": "4KiB", "max_header_bytes": 16384, "max_header_count": 50,
+               "max_body": "1GB", "max_connections": 500},
+    "timeouts": {"header_read": "5s", "body_read": "1.5s", "keepalive_idle": "2m",
+                 "send": "250ms", "drain": "1h"},
+    "upstreams": {
+      "web": {"servers": ["app.internal:8000", "10.0.0.2:8000"]},
+      "api": {"servers": ["[::1]:9001"], "connect_timeout": "1s", "response_timeout": "2m",
+              "pool": {"max_connections": 8, "max_idle": 0, "idle_timeout": "15s",
+                       "max_pending": 0}}
+    },
+    "routes": [
+      {"match": {"host": "API.Example.com", "path_prefix": "/v1/",
+                 "methods": ["get", "Post", "GET"]},
+       "upstream": "api"},
+      {"match": {"host": "*.Example.com"}, "upstream": "web"},
+      {"upstream": "web"}
+    ]})",
+                                     "full.json");
+  CHECK(config.source_path == "full.json");
+  CHECK(config.workers == 4);
+  CHECK(config.log_level == "debug");
+  REQUIRE(config.listeners.size() == 2);
+  CHECK(config.listeners[0].backlog == 1024);
+  CHECK(config.listeners[1].address.host == "::1");
+  CHECK(config.listeners[1].address.str() == "[::1]:8080");
+  CHECK(config.admin->address.str() == "[::1]:9100");
+  CHECK(config.limits.max_request_line == 4096);
+  CHECK(config.limits.max_header_bytes == 16384);
+  CHECK(config.limits.max_header_count == 50);
+  CHECK(config.limits.max_body_bytes == 1000000000ull);
+  CHECK(config.limits.max_connections == 500);
+  CHECK(config.timeouts.header_read == 5s);
+  CHECK(config.timeouts.body_read == 1500ms);
+  CHECK(config.timeouts.keepalive_idle == 2min);
+  CHECK(config.timeouts.send == 250ms);
+  CHECK(config.timeouts.drain == 1h);
+  // Sorted by name, whatever the file order.
+  REQUIRE(config.upstreams.size() == 2);
+  CHECK(config.upstreams[0].name == "api");
+  CHECK(config.upstreams[1].name == "web");
+  const Upstream& api = config.upstreams[0];
+  CHECK(api.servers[0].host == "::1");
+  CHECK(api.connect_timeout == 1s);
+  CHECK(api.response_timeout == 2min);
+  CHECK(api.pool.max_connections == 8);
+  CHECK(api.pool.max_idle == 0);
+  CHECK(api.pool.idle_timeout == 15s);
+  CHECK(api.pool.max_pending == 0);
+  CHECK(config.upstreams[1].servers[0].str() == "app.internal:8000");
+  REQUIRE(config.routes.size() == 3);
+  CHECK(config.routes[0].match.host == "api.example.com");
+  CHECK(config.routes[0].match.path_prefix == "/v1/");
+  CHECK(config.routes[0].match.methods == std::vector<std::string>{"GET", "POST"});
+  CHECK(config.routes[0].upstream_index == 0);
+  CHECK(config.routes[1].match.host == "*.example.com");
+  CHECK(config.routes[1].upstream == "web");
+  CHECK(config.routes[1].upstream_index == 1);
+  CHECK(config.routes[2].upstream_index == 1);
+}
+
+TEST_CASE("workers \"auto\" is the CPU count, at least 1") {
+  const Config config =
+      parse_config(patched(R"([{"op": "replace", "path": "/workers", "value": "auto"}])"), kFile);
+  const unsigned cpus = std::thread::hardware_concurrency();
+  CHECK(config.workers >= 1);
+  CHECK(config.workers <= 256);
+  if (cpus >= 1 && cpus <= 256) CHECK(config.workers == cpus);
+}
+
+TEST_CASE("sizes accept plain integers and zero where meaningful") {
+  const Config config = parse_config(patched(R"([{"op": "add", "path": "/limits",
+                   "value": {"max_body": 0, "max_request_line": "512B"}}])"),
+                                     kFile);
+  CHECK(config.limits.max_body_bytes == 0);
+  CHECK(config.limits.max_request_line == 512);
+}
+
+TEST_CASE("port 0 (any free port) may repeat") {
+  const Config config = parse_config(patched(R"([
+      {"op": "replace", "path": "/listeners",
+       "value": [{"address": "127.0.0.1:0"}, {"address": "127.0.0.1:0"}]},
+      {"op": "replace", "path": "/admin/address", "value": "127.0.0.1:0"}])"),
+                                     kFile);
+  CHECK(config.listeners.size() == 2);
+  CHECK(config.admin->address.port == 0);
+}
+
+TEST_CASE("comments are allowed") {
+  const Config config = parse_config(R"({
+    // the public port
+    "listeners": [{"address": "127.0.0.1:8080"}],
+    /* one backend */
+    "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+    "routes": [{"upstream": "app"}]})",
+                                     kFile);
+  CHECK(config.listeners[0].address.port == 8080);
+}
+
+// ---------------------------------------------------------------------------
+// Rejected configs
+
+TEST_CASE("whole-document problems have an empty path") {
+  const std::vector<TextCase> cases = {
+      {"syntax error", R"({"workers": 2,,})", "", "invalid JSON at line 1, column 15"},
+      {"syntax error line:column", "{\n  \"workers\": 2,\n  oops\n}", "",
+       "invalid JSON at line 3, column 3"},
+      {"empty file", "", "", "invalid JSON at line 1, column 1"},
+      {"trailing garbage", R"({} x)", "", "invalid JSON at line 1, column 4"},
+      {"number too large", R"({"workers": 1e999})", "", "invalid JSON: number overflow"},
+      {"invalid UTF-8 is shown escaped", "{\"a\": \"\xff\"}", "",
+       "ill-formed UTF-8 byte; last read: '\"\\xFF'"},
+      {"not an object", R"([1, 2])", "", "expected a JSON object at the top level, got an array"},
+      {"missing listeners",
+       R"({"upstreams": {"app": {"servers": ["127.0.0.1:1"]}}, "routes": [{"upstream": "app"}]})",
+       "", "missing required key \"listeners\""},
+      {"missing upstreams", R"({"listeners": [{"address": "127.0.0.1:1"}], "routes": []})", "",
+       "missing required key \"upstreams\""},
+      {"missing routes",
+       R"({"listeners": [{"address": "127.0.0.1:1"}],
+           "upstreams": {"app": {"servers": ["127.0.0.1:1"]}}})",
+       "", "missing required key \"routes\""},
+  };
+  for (const TextCase& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_rejected(c.text, c.path, c.problem);
+  }
+}
+
+TEST_CASE("duplicate keys are rejected with their path") {
+  const std::vector<TextCase> cases = {
+      {"top level", R"({"workers": 1, "workers": 2})", "/workers", "duplicate key \"workers\""},
+      {"nested in arrays", R"({"routes": [{}, {"match": {"host": "a", "host": "b"}}]})",
+       "/routes/1/match/host", "duplicate key \"host\""},
+      {"after nested arrays", R"({"a": [[1], {"b": [2]}], "c": {"d/e": 1, "d/e": 2}})", "/c/d~1e",
+       "duplicate key"},
+  };
+  for (const TextCase& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_rejected(c.text, c.path, c.problem);
+  }
+}
+
+TEST_CASE("unknown keys, with a did-you-mean hint when close") {
+  run_patch_cases({
+      {"root", R"([{"op": "add", "path": "/listener", "value": 1}])", "/listener",
+       "unknown key \"listener\" (did you mean \"listeners\"?)"},
+      {"listener", R"([{"op": "add", "path": "/listeners/0/adress", "value": "127.0.0.1:1"}])",
+       "/listeners/0/adress", "unknown key \"adress\" (did you mean \"address\"?)"},
+      {"no close key lists the valid ones",
+       R"([{"op": "add", "path": "/admin/zzzzzzzz", "value": 1}])", "/admin/zzzzzzzz",
+       "unknown key \"zzzzzzzz\" (expected one of: \"address\")"},
+      {"limits", R"([{"op": "add", "path": "/limits", "value": {"max_bdy": 1}}])",
+       "/limits/max_bdy", "(did you mean \"max_body\"?)"},
+      {"timeouts", R"([{"op": "add", "path": "/timeouts", "value": {"keepalive_idel": "1s"}}])",
+       "/timeouts/keepalive_idel", "(did you mean \"keepalive_idle\"?)"},
+      {"upstream", R"([{"op": "add", "path": "/upstreams/app/server", "value": []}])",
+       "/upstreams/app/server", "unknown key \"server\" (did you mean \"servers\"?)"},
+      {"pool", R"([{"op": "add", "path": "/upstreams/app/pool", "value": {"max_idel": 1}}])",
+       "/upstreams/app/pool/max_idel", "(did you mean \"max_idle\"?)"},
+      {"route", R"([{"op": "add", "path": "/routes/0/upstrem", "value": "app"}])",
+       "/routes/0/upstrem", "(did you mean \"upstream\"?)"},
+      {"match", R"([{"op": "add", "path": "/routes/0/match/path", "value": "/"}])",
+       "/routes/0/match/path", "unknown key \"path\""},
+      {"escaped in the path", R"([{"op": "add", "path": "/admin/a~1b~0c", "value": 1}])",
+       "/admin/a~1b~0c", "unknown key \"a/b~c\""},
+  });
+}
+
+TEST_CASE("wrong types and missing required keys") {
+  run_patch_cases({
+      {"log_level type", R"([{"op": "add", "path": "/log_level", "value": 5}])", "/log_level",
+       "expected a string, got the number 5"},
+      {"listeners type", R"([{"op": "replace", "path": "/listeners", "value": {}}])", "/listeners",
+       "expected an array, got an object"},
+      {"listeners empty", R"([{"op": "replace", "path": "/listeners", "value": []}])", "/listeners",
+       "must not be empty"},
+      {"listener not an object",
+       R"([{"op": "replace", "path": "/listeners/0", "value": "127.0.0.1:1"}])", "/listeners/0",
+       "expected an object"},
+      {"listener address missing", R"([{"op": "remove", "path": "/listeners/0/address"}])",
+       "/listeners/0", "missing required key \"address\""},
+      {"listener address type",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": 8080}])",
+       "/listeners/0/address", "expected a string"},
+      {"backlog zero", R"([{"op": "add", "path": "/listeners/0/backlog", "value": 0}])",
+       "/listeners/0/backlog", "expected an integer between 1 and 65535, got the number 0"},
+      {"backlog too big", R"([{"op": "add", "path": "/listeners/0/backlog", "value": 70000}])",
+       "/listeners/0/backlog", "must be at most 65535"},
+      {"backlog float", R"([{"op": "add", "path": "/listeners/0/backlog", "value": 1.5}])",
+       "/listeners/0/backlog", "expected an integer between 1 and 65535"},
+      {"backlog string", R"([{"op": "add", "path": "/listeners/0/backlog", "value": "511"}])",
+       "/listeners/0/backlog", "got the string \"511\""},
+      {"admin type", R"([{"op": "replace", "path": "/admin", "value": "127.0.0.1:1"}])", "/admin",
+       "expected an object"},
+      {"admin address missing", R"([{"op": "replace", "path": "/admin", "value": {}}])", "/admin",
+       "missing required key \"address\""},
+      {"limits type", R"([{"op": "add", "path": "/limits", "value": []}])", "/limits",
+       "expected an object"},
+      {"upstreams type", R"([{"op": "replace", "path": "/upstreams", "value": []}])", "/upstreams",
+       "expected an object"},
+      {"upstreams empty", R"([{"op": "replace", "path": "/upstreams", "value": {}}])", "/upstreams",
+       "at least one upstream"},
+      {"upstream type",
+       R"([{"op": "replace", "path": "/upstreams/app", "value": ["127.0.0.1:1"]}])",
+       "/upstreams/app", "expected an object"},
+      {"servers missing", R"([{"op": "remove", "path": "/upstreams/app/servers"}])",
+       "/upstreams/app", "missing required key \"servers\""},
+      {"servers empty", R"([{"op": "replace", "path": "/upstreams/app/servers", "value": []}])",
+       "/upstreams/app/servers", "must not be empty"},
+      {"server type", R"([{"op": "replace", "path": "/upstreams/app/servers/0", "value": 9001}])",
+       "/upstreams/app/servers/0", "expected a string"},
+      {"pool max_connections zero",
+       R"([{"op": "add", "path": "/upstreams/app/pool", "value": {"max_connections": 0}}])",
+       "/upstreams/app/pool/max_connections", "expected a positive integer"},
+      {"pool max_pending negative",
+       R"([{"op": "add", "path": "/upstreams/app/pool", "value": {"max_pending": -1}}])",
+       "/upstreams/app/pool/max_pending", "expected a non-negative integer, got the number -1"},
+      {"pool max_idle too big",
+       R"([{"op": "add", "path": "/upstreams/app/pool", "value": {"max_idle": 4294967296}}])",
+       "/upstreams/app/pool/max_idle", "must be at most 4294967295"},
+      {"routes type", R"([{"op": "replace", "path": "/routes", "value": {}}])", "/routes",
+       "expected an array"},
+      {"routes empty", R"([{"op": "replace", "path": "/routes", "value": []}])", "/routes",
+       "must not be empty"},
+      {"route upstream missing", R"([{"op": "remove", "path": "/routes/0/upstream"}])", "/routes/0",
+       "missing required key \"upstream\""},
+      {"route upstream type", R"([{"op": "replace", "path": "/routes/0/upstream", "value": 1}])",
+       "/routes/0/upstream", "expected a string"},
+      {"match type", R"([{"op": "replace", "path": "/routes/0/match", "value": "/"}])",
+       "/routes/0/match", "expected an object"},
+      {"null value", R"([{"op": "replace", "path": "/routes/0/match/host", "value": null}])",
+       "/routes/0/match/host", "expected a string, got null"},
+  });
+}
+
+TEST_CASE("workers: \"auto\" or 1..256") {
+  run_patch_cases({
+      {"zero", R"([{"op": "replace", "path": "/workers", "value": 0}])", "/workers",
+       "expected \"auto\" or an integer between 1 and 256, got the number 0"},
+      {"too many", R"([{"op": "replace", "path": "/workers", "value": 257}])", "/workers",
+       "between 1 and 256"},
+      {"negative", R"([{"op": "replace", "path": "/workers", "value": -1}])", "/workers",
+       "got the number -1"},
+      {"float", R"([{"op": "replace", "path": "/workers", "value": 2.5}])", "/workers",
+       "got the number 2.5"},
+      {"other string", R"([{"op": "replace", "path": "/workers", "value": "max"}])", "/workers",
+       "got the string \"max\""},
+      {"boolean", R"([{"op": "replace", "path": "/workers", "value": true}])", "/workers",
+       "got true"},
+  });
+}
+
+TEST_CASE("log_level is one of debug, info, warn, error") {
+  run_patch_cases({
+      {"typo", R"([{"op": "add", "path": "/log_level", "value": "inf"}])", "/log_level",
+       "unknown log level \"inf\" (did you mean \"info\"?)"},
+      {"unrelated", R"([{"op": "add", "path": "/log_level", "value": "verbose"}])", "/log_level",
+       "(expected one of: \"debug\", \"info\", \"warn\", \"error\")"},
+  });
+}
+
+TEST_CASE("durations must be valid and greater than zero") {
+  run_patch_cases({
+      {"number", R"([{"op": "add", "path": "/timeouts", "value": {"header_read": 10}}])",
+       "/timeouts/header_read", "expected a duration string such as \"30s\", got the number 10"},
+      {"no unit", R"([{"op": "add", "path": "/timeouts", "value": {"body_read": "10"}}])",
+       "/timeouts/body_read", "invalid duration \"10\": missing unit"},
+      {"bad unit", R"([{"op": "add", "path": "/timeouts", "value": {"send": "10sec"}}])",
+       "/timeouts/send", "unknown unit \"sec\""},
+      {"zero", R"([{"op": "add", "path": "/timeouts", "value": {"drain": "0s"}}])",
+       "/timeouts/drain", "must be greater than zero"},
+      {"negative", R"([{"op": "add", "path": "/timeouts", "value": {"keepalive_idle": "-5s"}}])",
+       "/timeouts/keepalive_idle", "invalid duration \"-5s\""},
+      {"connect_timeout",
+       R"([{"op": "add", "path": "/upstreams/app/connect_timeout", "value": "5x"}])",
+       "/upstreams/app/connect_timeout", "invalid duration \"5x\""},
+      {"response_timeout zero",
+       R"([{"op": "add", "path": "/upstreams/app/response_timeout", "value": "0ms"}])",
+       "/upstreams/app/response_timeout", "must be greater than zero"},
+      {"pool idle_timeout",
+       R"([{"op": "add", "path": "/upstreams/app/pool", "value": {"idle_timeout": ""}}])",
+       "/upstreams/app/pool/idle_timeout", "invalid duration \"\""},
+  });
+}
+
+TEST_CASE("sizes: size strings or non-negative integers, within range") {
+  run_patch_cases({
+      {"negative string", R"([{"op": "add", "path": "/limits", "value": {"max_body": "-1"}}])",
+       "/limits/max_body", "invalid size \"-1\""},
+      {"negative number", R"([{"op": "add", "path": "/limits", "value": {"max_body": -5}}])",
+       "/limits/max_body", "expected a size such as \"64MiB\" or a non-negative number of bytes"},
+      {"bad unit", R"([{"op": "add", "path": "/limits", "value": {"max_body": "12XB"}}])",
+       "/limits/max_body", "unknown unit \"XB\""},
+      {"garbage", R"([{"op": "add", "path": "/limits", "value": {"max_body": "lots"}}])",
+       "/limits/max_body", "invalid size \"lots\""},
+      {"overflow",
+       R"([{"op": "add", "path": "/limits", "value": {"max_body": "99999999999999999999"}}])",
+       "/limits/max_body", "too large"},
+      {"unit overflow",
+       R"([{"op": "add", "path": "/limits", "value": {"max_body": "17179869184GiB"}}])",
+       "/limits/max_body", "too large"},
+      {"float", R"([{"op": "add", "path": "/limits", "value": {"max_body": 1.5}}])",
+       "/limits/max_body", "got the number 1.5"},
+      {"too big for the field",
+       R"([{"op": "add", "path": "/limits", "value": {"max_request_line": "4GiB"}}])",
+       "/limits/max_request_line", "must be at most 4294967295 bytes"},
+      {"zero where meaningless",
+       R"([{"op": "add", "path": "/limits", "value": {"max_header_bytes": 0}}])",
+       "/limits/max_header_bytes", "must be at least 1 byte"},
+      {"count as string",
+       R"([{"op": "add", "path": "/limits", "value": {"max_header_count": "100"}}])",
+       "/limits/max_header_count", "expected a positive integer, got the string \"100\""},
+      {"count zero", R"([{"op": "add", "path": "/limits", "value": {"max_connections": 0}}])",
+       "/limits/max_connections", "expected a positive integer"},
+  });
+}
+
+TEST_CASE("addresses") {
+  run_patch_cases({
+      {"listener host name",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": "localhost:8080"}])",
+       "/listeners/0/address", "must be an IP address, not a name (\"localhost\")"},
+      {"admin host name",
+       R"([{"op": "replace", "path": "/admin/address", "value": "admin.local:9100"}])",
+       "/admin/address", "must be an IP address"},
+      {"missing port",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": "127.0.0.1"}])",
+       "/listeners/0/address", "invalid address \"127.0.0.1\": missing port"},
+      {"port too big",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": "127.0.0.1:65536"}])",
+       "/listeners/0/address", "invalid port \"65536\""},
+      {"unbracketed IPv6",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": "::1:8080"}])",
+       "/listeners/0/address", "must be written in brackets"},
+      {"bad IPv4",
+       R"([{"op": "replace", "path": "/listeners/0/address", "value": "256.0.0.1:80"}])",
+       "/listeners/0/address", "invalid host \"256.0.0.1\""},
+      {"server bad host",
+       R"([{"op": "replace", "path": "/upstreams/app/servers/0", "value": "bad host:80"}])",
+       "/upstreams/app/servers/0", "invalid host \"bad host\""},
+      {"server port 0",
+       R"([{"op": "add", "path": "/upstreams/app/servers/-", "value": "10.0.0.1:0"}])",
+       "/upstreams/app/servers/1", "port must be 1..65535"},
+      {"duplicate server",
+       R"([{"op": "add", "path": "/upstreams/app/servers/-", "value": "127.0.0.1:9001"}])",
+       "/upstreams/app/servers/1", "duplicate server \"127.0.0.1:9001\""},
+      {"duplicate listener",
+       R"([{"op": "add", "path": "/listeners/-", "value": {"address": "127.0.0.1:8080"}}])",
+       "/listeners/1/address", "address 127.0.0.1:8080 is already used by /listeners/0"},
+      {"duplicate IPv6 listener, other spelling",
+       R"([{"op": "replace", "path": "/listeners",
+            "value": [{"address": "[::1]:80"}, {"address": "[0:0::1]:80"}]}])",
+       "/listeners/1/address", "already used by /listeners/0"},
+      {"admin on a listener address",
+       R"([{"op": "replace", "path": "/admin/address", "value": "127.0.0.1:8080"}])",
+       "/admin/address", "address 127.0.0.1:8080 is already used by /listeners/0"},
+  });
+}
+
+TEST_CASE("upstream names") {
+  run_patch_cases({
+      {"space",
+       R"([{"op": "add", "path": "/upstreams/my app", "value": {"servers": ["127.0.0.1:1"]}}])",
+       "/upstreams/my app", "invalid upstream name \"my app\""},
+      {"slash is escaped in the path",
+       R"([{"op": "add", "path": "/upstreams/a~1b", "value": {"servers": ["127.0.0.1:1"]}}])",
+       "/upstreams/a~1b", "invalid upstream name \"a/b\""},
+  });
+}
+
+TEST_CASE("routes") {
+  run_patch_cases({
+      {"wildcard in the middle",
+       R"([{"op": "replace", "path": "/routes/0/match/host", "value": "a.*.com"}])",
+       "/routes/0/match/host", "invalid host \"a.*.com\""},
+      {"bare wildcard suffix",
+       R"([{"op": "replace", "path": "/routes/0/match/host", "value": "*."}])",
+       "/routes/0/match/host", "invalid host"},
+      {"host with port",
+       R"([{"op": "replace", "path": "/routes/0/match/host", "value": "example.com:80"}])",
+       "/routes/0/match/host", "without a port"},
+      {"path without slash",
+       R"([{"op": "replace", "path": "/routes/0/match/path_prefix", "value": "api"}])",
+       "/routes/0/match/path_prefix", "must start with \"/\""},
+      {"path with query",
+       R"([{"op": "replace", "path": "/routes/0/match/path_prefix", "value": "/a?b"}])",
+       "/routes/0/match/path_prefix", "must not contain"},
+      {"methods not an array",
+       R"([{"op": "add", "path": "/routes/0/match/methods", "value": "GET"}])",
+       "/routes/0/match/methods", "expected an array of method names"},
+      {"methods empty", R"([{"op": "add", "path": "/routes/0/match/methods", "value": []}])",
+       "/routes/0/match/methods", "must not be empty"},
+      {"method not a token",
+       R"([{"op": "add", "path": "/routes/0/match/methods", "value": ["GET", "GE T"]}])",
+       "/routes/0/match/methods/1", "invalid method name \"GE T\""},
+      {"method empty", R"([{"op": "add", "path": "/routes/0/match/methods", "value": [""]}])",
+       "/routes/0/match/methods/0", "invalid method name \"\""},
+      {"unknown upstream, close",
+       R"([{"op": "add", "path": "/routes/-", "value": {"upstream": "ap"}}])", "/routes/1/upstream",
+       "unknown upstream \"ap\" (did you mean \"app\"?)"},
+      {"unknown upstream, not close",
+       R"([{"op": "add", "path": "/routes/-", "value": {"upstream": "billing"}}])",
+       "/routes/1/upstream", "unknown upstream \"billing\" (defined upstreams: \"app\")"},
+  });
+}
+
+TEST_CASE("what() reads <file>: <json_path>: <problem>") {
+  try {
+    (void)parse_config(
+        patched(R"([{"op": "replace", "path": "/routes/0/upstream", "value": "ap"}])"),
+        "conf/torii.json");
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) ==
+          "conf/torii.json: /routes/0/upstream: unknown upstream \"ap\" (did you mean \"app\"?)");
+  }
+  const ConfigError no_path("torii.json", "", "cannot open file");
+  CHECK(std::string(no_path.what()) == "torii.json: cannot open file");
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+TEST_CASE("load_config_file") {
+  namespace fs = std::filesystem;
+  SUBCASE("missing file names the file") {
+    const std::string path = "/nonexistent-torii-dir/torii.json";
+    try {
+      (void)load_config_file(path);
+      FAIL("accepted");
+    } catch (const ConfigError& e) {
+      CHECK(e.file() == path);
+      CHECK(e.json_path() == "");
+      CHECK(contains(e.problem(), "cannot open"));
+      CHECK(std::string(e.what()).rfind(path + ": ", 0) == 0);
+    }
+  }
+  SUBCASE("a directory is not a config") {
+    const std::string path = fs::temp_directory_path().string();
+    CHECK_THROWS_AS((void)load_config_file(path), ConfigError);
+  }
+  SUBCASE("a real file loads and records its path") {
+    const fs::path path =
+        fs::temp_directory_path() / ("torii_test_config_" + std::to_string(::getpid()) + ".json");
+    {
+      std::ofstream out(path);
+      out << kMinimal;
+    }
+    const Config config = load_config_file(path.string());
+    fs::remove(path);
+    CHECK(config.source_path == path.string());
+    CHECK(config.workers == 2);
+  }
+}
+
+TEST_CASE("shipped examples validate") {
+  const auto dir = source_root() / "conf" / "examples";
+  REQUIRE_MESSAGE(std::filesystem::is_directory(dir), dir.string());
+  size_t count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".json") continue;
+    INFO("example: " << entry.path().string());
+    CHECK_NOTHROW((void)load_config_file(entry.path().string()));
+    ++count;
+  }
+  CHECK(count > 0);
+}
+
+TEST_CASE("```json blocks in docs/CONFIG.md are complete, valid configs") {
+  const auto doc = source_root() / "docs" / "CONFIG.md";
+  const std::string text = read_text(doc);
+  REQUIRE_MESSAGE(!text.empty(), doc.string());
+  size_t count = 0;
+  const std::string open = "```json\n";
+  for (size_t start = text.find(open); start != std::string::npos; start = text.find(open, start)) {
+    start += open.size();
+    const size_t end = text.find("```", start);
+    REQUIRE(end != std::string::npos);
+    const std::string block = text.substr(start, end - start);
+    INFO("block:\n" << block);
+    CHECK_NOTHROW((void)parse_config(block, "CONFIG.md"));
+    ++count;
+    start = end + 3;
+  }
+  CHECK(count > 0);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+TEST_CASE("parse_duration") {
+  struct Row {
+    const char* text;
+    std::optional<Millis> expected;
+  };
+  const std::vector<Row> rows = {
+      {"250ms", 250ms},
+      {"30s", 30s},
+      {"1.5s", 1500ms},
+      {"5m", 5min},
+      {"1h", 1h},
+      {"0s", 0ms},
+      {"0.25m", 15s},
+      {"1.000s", 1s},
+      {"007s", 7s},
+      {"", std::nullopt},
+      {"s", std::nullopt},
+      {"10", std::nullopt},
+      {"-5s", std::nullopt},
+      {"+5s", std::nullopt},
+      {"5 s", std::nullopt},
+      {" 5s", std::nullopt},
+      {"5S", std::nullopt},
+      {"5sec", std::nullopt},
+      {"1d", std::nullopt},
+      {".5s", std::nullopt},
+      {"1.s", std::nullopt},
+      {"1.5.5s", std::nullopt},
+      {"0.5ms", std::nullopt},
+      {"1.0000000001s", std::nullopt},
+      {"99999999999999999999ms", std::nullopt},
+      {"9223372036854775807ms", Millis(9223372036854775807LL)},
+      {"9223372036854775808ms", std::nullopt},
+      {"3000000000000000h", std::nullopt},
+  };
+  for (const Row& row : rows) {
+    INFO("input: \"" << std::string(row.text) << "\"");
+    CHECK(parse_duration(row.text) == row.expected);
+  }
+}
+
+TEST_CASE("parse_size") {
+  struct Row {
+    const char* text;
+    std::optional<uint64_t> expected;
+  };
+  const std::vector<Row> rows = {
+      {"512", 512},
+      {"0", 0},
+      {"512B", 512},
+      {"10KB", 10000},
+      {"16KiB", 16384},
+      {"2MB", 2000000},
+      {"64MiB", 64ull << 20},
+      {"3GB", 3000000000ull},
+      {"1GiB", 1ull << 30},
+      {"18446744073709551615", 18446744073709551615ull},
+      {"18446744073709551616", std::nullopt},
+      {"17179869184GiB", std::nullopt},
+      {"", std::nullopt},
+      {"KiB", std::nullopt},
+      {"-1", std::nullopt},
+      {"1.5MiB", std::nullopt},
+      {"16kib", std::nullopt},
+      {"16 KiB", std::nullopt},
+      {"16TiB", std::nullopt},
+      {"12XB", std::nullopt},
+      {"0x10", std::nullopt},
+  };
+  for (const Row& row : rows) {
+    INFO("input: \"" << std::string(row.text) << "\"");
+    CHECK(parse_size(row.text) == row.expected);
+  }
+}
+
+TEST_CASE("parse_host_port") {
+  struct Row {
+    const char* text;
+    bool valid;
+    const char* host;
+    uint16_t port;
+  };
+  const std::vector<Row> rows = {
+      {"127.0.0.1:8080", true, "127.0.0.1", 8080},
+      {"0.0.0.0:0", true, "0.0.0.0", 0},
+      {"[::1]:8080", true, "::1", 8080},
+      {"[::]:65535", true, "::", 65535},
+      {"[2001:db8::1]:443", true, "2001:db8::1", 443},
+      {"localhost:9001", true, "localhost", 9001},
+      {"app.internal:8000", true, "app.internal", 8000},
+      {"my_service-1.svc:80", true, "my_service-1.svc", 80},
+      {"", false, "", 0},
+      {"127.0.0.1", false, "", 0},
+      {"127.0.0.1:", false, "", 0},
+      {":8080", false, "", 0},
+      {"127.0.0.1:65536", false, "", 0},
+      {"127.0.0.1:-1", false, "", 0},
+      {"127.0.0.1:80a", false, "", 0},
+      {"127.0.0.1:000080", false, "", 0},
+      {"::1:8080", false, "", 0},
+      {"[::1]", false, "", 0},
+      {"[::1]8080", false, "", 0},
+      {"[::1:8080", false, "", 0},
+      {"[localhost]:80", false, "", 0},
+      {"[127.0.0.1]:80", false, "", 0},
+      {"256.1.1.1:80", false, "", 0},
+      {"1.2.3:80", false, "", 0},
+      {"bad host:80", false, "", 0},
+      {"-bad.example:80", false, "", 0},
+      {"a..b:80", false, "", 0},
+      {"*:80", false, "", 0},
+  };
+  for (const Row& row : rows) {
+    INFO("input: \"" << std::string(row.text) << "\"");
+    const auto parsed = parse_host_port(row.text);
+    REQUIRE(parsed.has_value() == row.valid);
+    if (parsed) {
+      CHECK(parsed->host == row.host);
+      CHECK(parsed->port == row.port);
+      CHECK(parsed->str() == row.text);  // round-trips
+    }
+  }
+}
+
+TEST_CASE("HostPort::str") {
+  CHECK(HostPort{"127.0.0.1", 80}.str() == "127.0.0.1:80");
+  CHECK(HostPort{"::1", 8080}.str() == "[::1]:8080");
+  CHECK(HostPort{"example.com", 0}.str() == "example.com:0");
+}
+
+TEST_CASE("did_you_mean") {
+  const std::vector<std::string> keys = {"address", "backlog"};
+  const std::vector<std::string> levels = {"debug", "info", "warn", "error"};
+  struct Row {
+    const char* word;
+    const std::vector<std::string>* candidates;
+    std::optional<std::string> expected;
+  };
+  const std::vector<Row> rows = {
+      {"adress", &keys, "address"},    // deletion
+      {"addresss", &keys, "address"},  // insertion
+      {"backlgo", &keys, "backlog"},   // transposition counts as one edit
+      {"Address", &keys, "address"},   // case is ignored
+      {"bcaklgo", &keys, "backlog"},   // two edits
+      {"inf", &levels, "info"},
+      {"warning", &levels, std::nullopt},  // three edits in seven letters: too far
+      {"zzzz", &keys, std::nullopt},
+      {"x", &levels, std::nullopt},  // one letter is never "close"
+      {"", &keys, std::nullopt},
+  };
+  for (const Row& row : rows) {
+    INFO("word: \"" << std::string(row.word) << "\"");
+    CHECK(did_you_mean(row.word, *row.candidates) == row.expected);
+  }
+  // Long words allow a third of their length (three edits in 13 letters).
+  CHECK(did_you_mean("maxconectionz", {"max_connections"}) ==
+        std::optional<std::string>("max_connections"));
+  CHECK(did_you_mean("anything", {}) == std::nullopt);
+}
+
+TEST_SUITE_END();

@@ -1,0 +1,41 @@
+// The client side of one exchange, as the upstream side sees it.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/http1_parser.hpp"
+#include "common/io_block.hpp"
+
+namespace torii::upstream {
+
+class UpstreamConnection;
+
+class ExchangeSink {
+ public:
+  // A connection is ready for this exchange (after a wait in the queue or a connect).
+  virtual void on_upstream_ready(UpstreamConnection& conn) = 0;
+  // The exchange failed before a response head arrived. `retryable`: the
+  // connection was a reused keep-alive one and the upstream sent nothing
+  // (the keep-alive race); the caller decides if the request is safe to replay.
+  virtual void on_upstream_error(Error error, bool retryable) = 0;
+  virtual void on_response_head(const http::MessageHead& head) = 0;
+  // Raw body bytes as framed on the wire; `decoded` holds the de-chunked
+  // spans when the sink asked for them.
+  virtual void on_response_body(const BlockRef& block, std::string_view raw,
+                                const std::vector<std::string_view>& decoded) = 0;
+  // The response ended; the connection is already back in its pool.
+  virtual void on_response_complete() = 0;
+  // The response broke off after its head was delivered.
+  virtual void on_response_aborted(Error error) = 0;
+  // End of one batch of response events (one socket read): flush writes now.
+  virtual void on_response_batch_end() = 0;
+  // The upstream's outbound queue fell below the low watermark: send more body.
+  virtual void on_request_drained() = 0;
+
+ protected:
+  ~ExchangeSink() = default;
+};
+
+}  // namespace torii::upstream

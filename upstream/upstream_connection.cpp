@@ -1,0 +1,308 @@
+#include "upstream/upstream_connection.hpp"
+
+#include "common/log.hpp"
+#include "upstream/upstream_pool.hpp"
+
+namespace torii::upstream {
+
+namespace {
+http::ParserLimits response_limits() {
+  http::ParserLimits l;
+  l.max_header_bytes = 64 * 1024;
+  l.max_header_count = 200;
+  return l;
+}
+}  // namespace
+
+std::string_view UpstreamConnection::state_name(State s) {
+  switch (s) {
+    case State::kConnecting: return "connecting";
+    case State::kIdle: return "idle";
+    case State::kActive: return "active";
+    case State::kClosing: return "closing";
+  }
+  return "?";
+}
+
+UpstreamConnection::UpstreamConnection(ServerPool& pool, IoContext& io)
+    : pool_(pool), io_(io), parser_(http::Http1Parser::Kind::kResponse, response_limits()) {
+  uv_tcp_init(io_.loop, &tcp_);
+  uv_timer_init(io_.loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+}
+
+void UpstreamConnection::start_timer(uint64_t ms) {
+  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<UpstreamConnection*>(t->data)->on_timer(); },
+                 ms, 0);
+}
+
+void UpstreamConnection::connect(ExchangeSink* sink) {
+  sink_ = sink;
+  state_ = State::kConnecting;
+  connect_req_.data = this;
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, pool_.address(), [](uv_connect_t* req, int status) {
+    static_cast<UpstreamConnection*>(req->data)->on_connected(status);
+  });
+  if (rc != 0) {
+    // Report from the loop, not from inside the caller's acquire().
+    start_timer(0);
+    connect_failed_sync_ = true;
+    return;
+  }
+  start_timer(pool_.settings().connect_timeout_ms);
+}
+
+void UpstreamConnection::on_connected(int status) {
+  if (state_ == State::kClosing) return;  // UV_ECANCELED after a timeout
+  uv_timer_stop(&timer_);
+  if (status != 0) {
+    LogLine(LogLevel::kWarn, "upstream connect failed")
+        .kv("upstream", pool_.authority())
+        .kv("error", uv_err_name(status));
+    fail(Error::kUpstreamConnectFailed);
+    return;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  state_ = State::kActive;
+  reading_ = true;
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&tcp_),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* self = static_cast<UpstreamConnection*>(h->data);
+        *buf = self->in_.prepare(self->io_.blocks);
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+        static_cast<UpstreamConnection*>(s->data)->on_read(nread);
+      });
+  ExchangeSink* sink = sink_;
+  if (sink != nullptr) sink->on_upstream_ready(*this);
+}
+
+void UpstreamConnection::attach(ExchangeSink* sink) {
+  sink_ = sink;
+  state_ = State::kActive;
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConnection::send_request_head(std::string_view head, bool head_request) {
+  request_sent_ = false;
+  response_started_ = false;
+  head_delivered_ = false;
+  parser_.expect_no_body(head_request);
+  WriteBatch* b = io_.batches.acquire();
+  b->append_owned(head);
+  int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
+  if (rc != 0) {
+    fail(Error::kUpstreamReset);
+    return;
+  }
+  start_timer(pool_.settings().response_timeout_ms);
+}
+
+bool UpstreamConnection::send_body(const BlockRef& block, std::string_view bytes) {
+  if (state_ != State::kActive) return true;
+  WriteBatch* b = io_.batches.acquire();
+  b->append_borrowed(block, bytes);
+  int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
+  if (rc != 0) {
+    fail(Error::kUpstreamReset);
+    return true;
+  }
+  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) > io_.high_watermark) {
+    drain_wanted_ = true;
+    return false;
+  }
+  return true;
+}
+
+void UpstreamConnection::on_write_done(WriteBatch&, int status) {
+  if (state_ == State::kClosing) return;
+  if (status != 0) {
+    // A failed write is one of the three ways a closed keep-alive
+    // connection shows itself (with EOF and ECONNRESET on read).
+    fail(Error::kUpstreamReset);
+    return;
+  }
+  if (drain_wanted_ &&
+      uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) <= io_.low_watermark) {
+    drain_wanted_ = false;
+    if (sink_ != nullptr) sink_->on_request_drained();
+  }
+}
+
+void UpstreamConnection::pause_reading() {
+  if (read_paused_ || state_ != State::kActive) return;
+  read_paused_ = true;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  // A slow client is timed on the client side, not charged to the upstream.
+  uv_timer_stop(&timer_);
+}
+
+void UpstreamConnection::resume_reading() {
+  if (!read_paused_ || state_ != State::kActive) return;
+  read_paused_ = false;
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&tcp_),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* self = static_cast<UpstreamConnection*>(h->data);
+        *buf = self->in_.prepare(self->io_.blocks);
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+        static_cast<UpstreamConnection*>(s->data)->on_read(nread);
+      });
+  start_timer(pool_.settings().response_timeout_ms);
+}
+
+void UpstreamConnection::on_read(ssize_t nread) {
+  if (state_ == State::kClosing) return;
+  if (nread == 0) return;  // EAGAIN
+  if (nread < 0) {
+    if (state_ != State::kActive) {
+      close();  // an idle connection closed by the upstream: forget it
+      return;
+    }
+    if (nread == UV_EOF && parser_.in_body() &&
+        parser_.finish() == http::Http1Parser::Event::kMessageComplete) {
+      finish_response();  // close-delimited body ended
+      return;
+    }
+    fail(Error::kUpstreamReset);
+    return;
+  }
+  in_.commit(static_cast<size_t>(nread));
+  if (state_ != State::kActive || sink_ == nullptr) {
+    close();  // bytes nobody asked for: the connection cannot be trusted
+    return;
+  }
+  start_timer(pool_.settings().response_timeout_ms);
+  process_input();
+}
+
+void UpstreamConnection::process_input() {
+  using Event = http::Http1Parser::Event;
+  while (sink_ != nullptr && in_.unparsed_size() > 0) {
+    auto r = parser_.feed(in_.unparsed_data(), in_.unparsed_size());
+    in_.consume(r.consumed);
+    response_started_ = true;
+    switch (r.event) {
+      case Event::kNeedMore:
+        break;
+      case Event::kHeadComplete: {
+        const http::MessageHead& head = parser_.head();
+        keep_alive_hint_s_ = http::keep_alive_timeout_hint(head);
+        head_delivered_ = true;
+        sink_->on_response_head(head);
+        continue;
+      }
+      case Event::kBody:
+        sink_->on_response_body(in_.block(), r.body, parser_.decoded());
+        continue;
+      case Event::kMessageComplete:
+        if (!r.body.empty()) sink_->on_response_body(in_.block(), r.body, parser_.decoded());
+        if (sink_ != nullptr) finish_response();
+        return;
+      case Event::kError:
+        LogLine(LogLevel::kWarn, "bad upstream response")
+            .kv("upstream", pool_.authority())
+            .kv("reason", parser_.error_reason());
+        fail(Error::kUpstreamBadResponse);
+        return;
+    }
+    break;
+  }
+  if (sink_ != nullptr) sink_->on_response_batch_end();
+  in_.release_if_empty();
+}
+
+void UpstreamConnection::finish_response() {
+  ExchangeSink* sink = sink_;
+  sink->on_response_batch_end();
+  const bool reusable = sink_ != nullptr && parser_.head().keep_alive && request_sent_ &&
+                        in_.unparsed_size() == 0 && !read_paused_ &&
+                        parser_.head().framing != http::BodyFraming::kUntilClose;
+  sink_ = nullptr;
+  if (sink == nullptr) return;
+  uint64_t idle_ms = pool_.settings().idle_timeout_ms;
+  if (keep_alive_hint_s_ > 0) {
+    // Stay clear of the upstream's own idle close (gunicorn: 2 s) so that a
+    // pooled connection is never picked just as the upstream drops it.
+    uint64_t hint_ms = keep_alive_hint_s_ * 1000ull;
+    uint64_t margin = hint_ms / 2 < 1000 ? hint_ms / 2 : 1000;
+    if (hint_ms - margin < idle_ms) idle_ms = hint_ms - margin;
+  }
+  if (reusable) {
+    go_idle(idle_ms);
+  } else {
+    close();
+  }
+  pool_.release(*this, reusable);
+  sink->on_response_complete();
+}
+
+void UpstreamConnection::go_idle(uint64_t idle_ms) {
+  state_ = State::kIdle;
+  reused_ = true;
+  drain_wanted_ = false;
+  in_.release_if_empty();
+  start_timer(idle_ms);
+}
+
+void UpstreamConnection::on_timer() {
+  if (connect_failed_sync_) {
+    connect_failed_sync_ = false;
+    fail(Error::kUpstreamConnectFailed);
+    return;
+  }
+  switch (state_) {
+    case State::kConnecting:
+      LogLine(LogLevel::kWarn, "upstream connect timeout").kv("upstream", pool_.authority());
+      fail(Error::kUpstreamConnectTimeout);
+      break;
+    case State::kActive:
+      LogLine(LogLevel::kWarn, "upstream response timeout").kv("upstream", pool_.authority());
+      fail(Error::kUpstreamResponseTimeout);
+      break;
+    case State::kIdle:
+      close();
+      break;
+    case State::kClosing:
+      break;
+  }
+}
+
+void UpstreamConnection::fail(Error e) {
+  ExchangeSink* sink = sink_;
+  sink_ = nullptr;
+  const bool was_connecting = state_ == State::kConnecting;
+  close();
+  if (sink == nullptr) return;
+  if (head_delivered_) {
+    sink->on_response_aborted(e);
+  } else {
+    const bool retryable = !was_connecting && reused_ && !response_started_ &&
+                           e == Error::kUpstreamReset;
+    sink->on_upstream_error(e, retryable);
+  }
+}
+
+void UpstreamConnection::abort() {
+  sink_ = nullptr;
+  close();
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::kClosing) return;
+  if (state_ == State::kIdle) pool_.remove_idle(*this);
+  state_ = State::kClosing;
+  sink_ = nullptr;
+  pending_closes_ = 2;
+  auto on_close = [](uv_handle_t* h) {
+    auto* self = static_cast<UpstreamConnection*>(h->data);
+    if (--self->pending_closes_ == 0) self->pool_.on_closed(*self);
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+}  // namespace torii::upstream

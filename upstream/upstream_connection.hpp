@@ -1,0 +1,91 @@
+// One TCP connection to an upstream server: connect, send a request, parse
+// the response and hand its events to the attached ExchangeSink. Owned by
+// its ServerPool (kept in a std::list so it never moves); it frees itself
+// through the pool once both of its handles have closed.
+#pragma once
+
+#include <uv.h>
+
+#include <list>
+#include <string>
+#include <string_view>
+
+#include "common/http1_parser.hpp"
+#include "common/io_context.hpp"
+#include "common/write_batch.hpp"
+#include "upstream/exchange_sink.hpp"
+
+namespace torii::upstream {
+
+class ServerPool;
+
+class UpstreamConnection final : public WriteCompletion {
+ public:
+  enum class State : uint8_t { kConnecting, kIdle, kActive, kClosing };
+  static std::string_view state_name(State s);
+
+  UpstreamConnection(ServerPool& pool, IoContext& io);
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
+
+  // Starts connecting for `sink` (on_upstream_ready or on_upstream_error follows).
+  void connect(ExchangeSink* sink);
+  // Attaches an idle connection to a sink (no callback: it is ready now).
+  void attach(ExchangeSink* sink);
+  // Sends the request head; response events follow.
+  void send_request_head(std::string_view head, bool head_request);
+  // Queues raw request body bytes. Returns false when the outbound queue is
+  // over the high watermark: stop feeding until on_request_drained().
+  bool send_body(const BlockRef& block, std::string_view bytes);
+  // All of the request body has been queued.
+  void request_complete() { request_sent_ = true; }
+  // The client side gives up on the exchange (client gone, error): closes the connection.
+  void abort();
+
+  // The sink wants de-chunked body spans (HTTP/1.0 client).
+  void want_decoded_body(bool v) { parser_.collect_decoded(v); }
+  void pause_reading();
+  void resume_reading();
+
+  bool reused() const { return reused_; }
+  State state() const { return state_; }
+  ServerPool& pool() { return pool_; }
+  std::list<UpstreamConnection>::iterator self_;  // position in the pool's list
+
+  void on_write_done(WriteBatch& batch, int status) override;
+
+ private:
+  void on_connected(int status);
+  void on_read(ssize_t nread);
+  void on_timer();
+  void process_input();
+  void fail(Error e);
+  void finish_response();
+  void close();
+  void start_timer(uint64_t ms);
+  void go_idle(uint64_t idle_ms);
+
+  ServerPool& pool_;
+  IoContext& io_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_connect_t connect_req_;
+  int pending_closes_ = 0;
+  State state_ = State::kConnecting;
+  ExchangeSink* sink_ = nullptr;
+  http::Http1Parser parser_;
+  ReadBuffer in_;
+  bool reused_ = false;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool request_sent_ = false;
+  bool response_started_ = false;  // any byte of a response received
+  bool head_delivered_ = false;
+  bool drain_wanted_ = false;      // a sink waits for on_request_drained
+  bool connect_failed_sync_ = false;
+  unsigned keep_alive_hint_s_ = 0;
+
+  friend class ServerPool;
+};
+
+}  // namespace torii::upstream

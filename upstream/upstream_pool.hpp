@@ -1,0 +1,105 @@
+// Per-worker connection pools: one ServerPool per upstream server (idle
+// keep-alive connections, a connection cap), grouped by UpstreamGroup
+// (round-robin across servers, a bounded FIFO of requests waiting for a
+// connection). Single-threaded; no locks.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/io_context.hpp"
+#include "conf/config.hpp"
+#include "upstream/upstream_connection.hpp"
+
+namespace torii::upstream {
+
+class UpstreamGroup;
+
+struct PoolSettings {
+  uint64_t connect_timeout_ms = 5000;
+  uint64_t response_timeout_ms = 60000;
+  uint32_t max_connections = 256;
+  uint32_t max_idle = 64;
+  uint64_t idle_timeout_ms = 60000;
+  uint32_t max_pending = 1024;
+};
+
+class ServerPool {
+ public:
+  ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
+             std::string authority, const PoolSettings& settings);
+  ServerPool(const ServerPool&) = delete;
+  ServerPool& operator=(const ServerPool&) = delete;
+
+  UpstreamConnection* take_idle();
+  bool can_open() const { return conns_.size() < settings_.max_connections; }
+  // Opens a connection for `sink` (it is told when ready or failed).
+  void open(ExchangeSink* sink);
+  void close_idle();
+
+  const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&addr_); }
+  const std::string& authority() const { return authority_; }
+  const PoolSettings& settings() const { return settings_; }
+  size_t connection_count() const { return conns_.size(); }
+  size_t idle_count() const { return idle_.size(); }
+
+  // From UpstreamConnection:
+  void release(UpstreamConnection& conn, bool reusable);  // response complete
+  void remove_idle(UpstreamConnection& conn);             // idle one closing
+  void on_closed(UpstreamConnection& conn);               // handles closed: destroy it
+
+ private:
+  IoContext& io_;
+  UpstreamGroup& group_;
+  sockaddr_storage addr_;
+  std::string authority_;
+  PoolSettings settings_;
+  std::list<UpstreamConnection> conns_;
+  std::vector<UpstreamConnection*> idle_;  // most recently used last
+};
+
+class UpstreamGroup {
+ public:
+  // A place in the wait queue; cancel it if the client goes away.
+  using WaitTicket = std::optional<std::list<ExchangeSink*>::iterator>;
+  enum class Acquire : uint8_t { kReady, kPending, kFull };
+  struct Acquired {
+    Acquire result;
+    UpstreamConnection* conn = nullptr;  // kReady only
+  };
+
+  // Resolves server names (at worker start-up, before traffic).
+  UpstreamGroup(IoContext& io, const conf::Upstream& config);
+  UpstreamGroup(const UpstreamGroup&) = delete;
+  UpstreamGroup& operator=(const UpstreamGroup&) = delete;
+
+  const std::string& name() const { return name_; }
+  const PoolSettings& settings() const { return settings_; }
+  // kReady: `conn` is attached to the sink now. kPending: on_upstream_ready
+  // or on_upstream_error follows. kFull: too many waiters (503).
+  Acquired acquire(ExchangeSink* sink, WaitTicket& ticket);
+  // A retry after the keep-alive race: always a new connection.
+  Acquired acquire_fresh(ExchangeSink* sink, WaitTicket& ticket);
+  void cancel_wait(WaitTicket& ticket);
+  void close_idle();
+  size_t waiting() const { return waiters_.size(); }
+
+  // From ServerPool: an idle connection or a free slot appeared.
+  bool hand_to_waiter(UpstreamConnection& idle_conn);
+  void on_slot_freed(ServerPool& pool);
+
+ private:
+  std::string name_;
+  PoolSettings settings_;
+  std::vector<std::unique_ptr<ServerPool>> servers_;
+  size_t next_server_ = 0;
+  std::list<ExchangeSink*> waiters_;
+};
+
+}  // namespace torii::upstream
