@@ -110,6 +110,9 @@ int Http1Parser::on_status(const char* at, size_t len) {
 }
 
 int Http1Parser::on_header_field(const char* at, size_t len) {
+  // Trailer fields after a chunked body travel in the raw body bytes; they
+  // must not touch the head's storage (its views are in use).
+  if (phase_ == Phase::kBody) return 0;
   if (pending_.empty() || in_value_) {
     if (pending_.size() >= limits_.max_header_count) {
       return fail(Error::kHeadersTooLarge, "too many header fields");
@@ -126,6 +129,7 @@ int Http1Parser::on_header_field(const char* at, size_t len) {
 }
 
 int Http1Parser::on_header_value(const char* at, size_t len) {
+  if (phase_ == Phase::kBody) return 0;  // trailer
   PendingHeader& h = pending_.back();
   if (!in_value_) {
     in_value_ = true;
@@ -153,6 +157,7 @@ int Http1Parser::on_header_value(const char* at, size_t len) {
 }
 
 int Http1Parser::on_header_value_complete() {
+  if (phase_ == Phase::kBody) return 0;  // trailer
   in_value_ = true;  // a value with no bytes never saw on_header_value
   last_value_end_ = nullptr;
   last_value_ended_buffer_ = false;

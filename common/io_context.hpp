@@ -25,7 +25,7 @@ class ReadBuffer {
   // Space for the next read (alloc_cb).
   uv_buf_t prepare(IoBlockPool& pool);
   void commit(size_t n) { filled_ += n; }
-  const char* unparsed_data() const { return block_->data() + parsed_; }
+  const char* unparsed_data() const { return block_ ? block_->data() + parsed_ : nullptr; }
   size_t unparsed_size() const { return filled_ - parsed_; }
   void consume(size_t n) { parsed_ += n; }
   const BlockRef& block() const { return block_; }

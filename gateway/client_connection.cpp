@@ -215,7 +215,9 @@ void ClientConnection::on_request_head() {
   ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
   upstream_head_.clear();
   build_upstream_request_head(head, ctx, upstream_head_);
-  request_complete_ = false;
+  // A body-less request is complete with its head: a client that
+  // half-closes now still gets its answer.
+  request_complete_ = !head.has_body();
   response_started_ = false;
   retried_ = false;
   state_ = State::kWaitingUpstream;
@@ -266,9 +268,7 @@ void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   const http::MessageHead& head = parser_.head();
   conn.send_request_head(upstream_head_, head.method == "HEAD");
   if (upstream_ == nullptr) return;  // the write failed and was reported
-  if (!head.has_body()) {
-    // The body-less request's end was parsed with its head.
-    request_complete_ = true;
+  if (request_complete_) {
     conn.request_complete();
     set_timer(TimerPhase::kNone);
   } else {

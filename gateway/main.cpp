@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   try {
     config = torii::conf::load_config_file(config_path);
   } catch (const torii::conf::ConfigError& e) {
-    std::fprintf(stderr, "torii: configuration error: %s\n", e.what());
+    std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
   if (test_only) {

@@ -181,7 +181,9 @@ void UpstreamConnection::on_read(ssize_t nread) {
 
 void UpstreamConnection::process_input() {
   using Event = http::Http1Parser::Event;
-  while (sink_ != nullptr && in_.unparsed_size() > 0) {
+  // Feeds until the parser needs more bytes; a zero-byte feed still yields
+  // the end of a body-less response found together with its head.
+  while (sink_ != nullptr) {
     auto r = parser_.feed(in_.unparsed_data(), in_.unparsed_size());
     in_.consume(r.consumed);
     response_started_ = true;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package Torii needs to build, run and test.
+# Usage: scripts/install-deps.sh [--runtime-only]
+set -euo pipefail
+
+build_pkgs=(
+  cmake ninja-build g++ pkg-config
+  libuv1-dev node-llhttp libssl-dev nlohmann-json3-dev prometheus-cpp-dev doctest-dev
+)
+test_pkgs=(
+  python3 python3-aiohttp python3-pytest python3-requests curl
+  clang libclang-rt-14-dev     # libFuzzer + sanitizers for the fuzz target
+  nginx-light wrk              # benchmarks
+)
+
+pkgs=("${build_pkgs[@]}" python3 python3-aiohttp curl)
+if [[ "${1:-}" != "--runtime-only" ]]; then
+  pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
