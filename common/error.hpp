@@ -9,25 +9,25 @@
 namespace torii {
 
 // name, HTTP status of the local reply, side that caused it
-#define TORII_ERRORS(X)                                   \
-  X(kNone, 0, Internal)                                   \
-  X(kBadRequest, 400, Downstream)                         \
-  X(kNoRoute, 404, Downstream)                            \
-  X(kMethodNotAllowed, 405, Downstream)                   \
-  X(kHeaderReadTimeout, 408, Downstream)                  \
-  X(kBodyReadTimeout, 408, Downstream)                    \
-  X(kBodyTooLarge, 413, Downstream)                       \
-  X(kUriTooLong, 414, Downstream)                         \
-  X(kHeadersTooLarge, 431, Downstream)                    \
-  X(kNotImplemented, 501, Downstream)                     \
-  X(kVersionNotSupported, 505, Downstream)                \
-  X(kUpstreamConnectFailed, 502, Upstream)                \
-  X(kUpstreamReset, 502, Upstream)                        \
-  X(kUpstreamBadResponse, 502, Upstream)                  \
-  X(kUpstreamPoolFull, 503, Upstream)                     \
-  X(kUpstreamConnectTimeout, 504, Upstream)               \
-  X(kUpstreamResponseTimeout, 504, Upstream)              \
-  X(kShuttingDown, 503, Internal)                         \
+#define TORII_ERRORS(X)                      \
+  X(kNone, 0, Internal)                      \
+  X(kBadRequest, 400, Downstream)            \
+  X(kNoRoute, 404, Downstream)               \
+  X(kMethodNotAllowed, 405, Downstream)      \
+  X(kHeaderReadTimeout, 408, Downstream)     \
+  X(kBodyReadTimeout, 408, Downstream)       \
+  X(kBodyTooLarge, 413, Downstream)          \
+  X(kUriTooLong, 414, Downstream)            \
+  X(kHeadersTooLarge, 431, Downstream)       \
+  X(kNotImplemented, 501, Downstream)        \
+  X(kVersionNotSupported, 505, Downstream)   \
+  X(kUpstreamConnectFailed, 502, Upstream)   \
+  X(kUpstreamReset, 502, Upstream)           \
+  X(kUpstreamBadResponse, 502, Upstream)     \
+  X(kUpstreamPoolFull, 503, Upstream)        \
+  X(kUpstreamConnectTimeout, 504, Upstream)  \
+  X(kUpstreamResponseTimeout, 504, Upstream) \
+  X(kShuttingDown, 503, Internal)            \
   X(kInternal, 500, Internal)
 
 enum class ErrorSide : uint8_t { Internal, Downstream, Upstream };

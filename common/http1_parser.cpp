@@ -94,18 +94,21 @@ int Http1Parser::on_message_begin() {
 }
 
 int Http1Parser::on_method(const char* at, size_t len) {
-  if (!append_span(method_, at, len)) return fail(Error::kHeadersTooLarge, "request head too large");
+  if (!append_span(method_, at, len))
+    return fail(Error::kHeadersTooLarge, "request head too large");
   return 0;
 }
 
 int Http1Parser::on_url(const char* at, size_t len) {
   if (target_.len + len > limits_.max_request_line) return fail(Error::kUriTooLong, "URI too long");
-  if (!append_span(target_, at, len)) return fail(Error::kHeadersTooLarge, "request head too large");
+  if (!append_span(target_, at, len))
+    return fail(Error::kHeadersTooLarge, "request head too large");
   return 0;
 }
 
 int Http1Parser::on_status(const char* at, size_t len) {
-  if (!append_span(reason_, at, len)) return fail(Error::kHeadersTooLarge, "response head too large");
+  if (!append_span(reason_, at, len))
+    return fail(Error::kHeadersTooLarge, "response head too large");
   return 0;
 }
 
@@ -158,7 +161,7 @@ int Http1Parser::on_header_value(const char* at, size_t len) {
 
 int Http1Parser::on_header_value_complete() {
   if (phase_ == Phase::kBody) return 0;  // trailer
-  in_value_ = true;  // a value with no bytes never saw on_header_value
+  in_value_ = true;                      // a value with no bytes never saw on_header_value
   last_value_end_ = nullptr;
   last_value_ended_buffer_ = false;
   return 0;
@@ -204,11 +207,13 @@ void Http1Parser::finish_head() {
 
 int Http1Parser::on_headers_complete() {
   finish_head();
-  if (kind_ == Kind::kResponse && head_.status >= 100 && head_.status < 200 && head_.status != 101) {
+  if (kind_ == Kind::kResponse && head_.status >= 100 && head_.status < 200 &&
+      head_.status != 101) {
     interim_ = true;  // 1xx: skipped; the final response follows
     return 1;
   }
-  if (head_.framing == BodyFraming::kContentLength && head_.content_length > limits_.max_body_bytes) {
+  if (head_.framing == BodyFraming::kContentLength &&
+      head_.content_length > limits_.max_body_bytes) {
     return fail(Error::kBodyTooLarge, "body too large");
   }
   phase_ = Phase::kBody;

@@ -45,7 +45,7 @@ struct MessageHead {
   HeaderList headers;
   BodyFraming framing = BodyFraming::kNone;
   uint64_t content_length = 0;
-  bool keep_alive = true;           // llhttp_should_keep_alive: version + Connection
+  bool keep_alive = true;  // llhttp_should_keep_alive: version + Connection
   bool has_transfer_encoding = false;
   int host_count = 0;
   int content_length_count = 0;

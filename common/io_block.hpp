@@ -17,7 +17,7 @@ class IoBlockPool;
 
 class IoBlock {
  public:
-  static constexpr size_t kSize = 16 * 1024;
+  static constexpr size_t kSize = size_t{16} * 1024;
 
   char* data() { return data_; }
   const char* data() const { return data_; }

@@ -14,8 +14,8 @@ struct IoContext {
   IoBlockPool blocks;
   WriteBatchPool batches;
   // Backpressure watermarks on a stream's queued output (bytes).
-  size_t high_watermark = 256 * 1024;
-  size_t low_watermark = 64 * 1024;
+  size_t high_watermark = size_t{256} * 1024;
+  size_t low_watermark = size_t{64} * 1024;
 };
 
 // A read buffer: the tail of a refcounted block, reused while it has room.

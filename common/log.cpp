@@ -15,7 +15,7 @@ struct LogState {
   std::string buffer;
   std::function<void(std::string&&)> flusher;
   // Buffered text above this size is flushed at once, whatever the interval.
-  static constexpr size_t kFlushThreshold = 64 * 1024;
+  static constexpr size_t kFlushThreshold = size_t{64} * 1024;
 };
 
 LogState& state() {
@@ -40,7 +40,8 @@ void write_all_to_stderr(std::string&& text) {
 bool needs_quoting(std::string_view v) {
   if (v.empty()) return true;
   for (char c : v) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return true;
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+      return true;
   }
   return false;
 }
@@ -53,11 +54,21 @@ void append_value(std::string& out, std::string_view v) {
   out.push_back('"');
   for (char c : v) {
     switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out.append("\\x");
@@ -91,10 +102,14 @@ void append_timestamp(std::string& out) {
 
 std::string_view log_level_name(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -162,7 +177,9 @@ LogLine& LogLine::kv_uint(std::string_view key, uint64_t value) {
 namespace log {
 void set_level(LogLevel level) { state().level = level; }
 LogLevel level() { return state().level; }
-void set_flusher(std::function<void(std::string&&)> flusher) { state().flusher = std::move(flusher); }
+void set_flusher(std::function<void(std::string&&)> flusher) {
+  state().flusher = std::move(flusher);
+}
 void flush() {
   LogState& s = state();
   if (s.buffer.empty()) return;

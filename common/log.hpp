@@ -28,10 +28,11 @@ class LogLine {
 
   LogLine& kv(std::string_view key, std::string_view value);
   LogLine& kv(std::string_view key, const char* value) { return kv(key, std::string_view(value)); }
-  LogLine& kv(std::string_view key, const std::string& value) { return kv(key, std::string_view(value)); }
+  LogLine& kv(std::string_view key, const std::string& value) {
+    return kv(key, std::string_view(value));
+  }
   template <typename Int>
-    requires std::is_integral_v<Int>
-  LogLine& kv(std::string_view key, Int value) {
+  requires std::is_integral_v<Int> LogLine& kv(std::string_view key, Int value) {
     if constexpr (std::is_signed_v<Int>) {
       return kv_int(key, static_cast<int64_t>(value));
     } else {
@@ -39,7 +40,10 @@ class LogLine {
     }
   }
   // Ask for the buffer to be written out now (startup/readiness lines).
-  LogLine& flush_now() { flush_now_ = true; return *this; }
+  LogLine& flush_now() {
+    flush_now_ = true;
+    return *this;
+  }
 
  private:
   LogLine& kv_int(std::string_view key, int64_t value);

@@ -9,9 +9,7 @@ void WriteBatch::mark_owned() {
   }
 }
 
-void WriteBatch::append_owned(std::string_view s) {
-  owned_.append(s);
-}
+void WriteBatch::append_owned(std::string_view s) { owned_.append(s); }
 
 void WriteBatch::append_borrowed(const BlockRef& block, std::string_view bytes) {
   if (bytes.empty()) return;

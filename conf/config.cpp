@@ -752,6 +752,7 @@ Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
                                   [&](const Upstream& u) { return u.name == route.upstream; });
   if (found == upstreams.end()) {
     std::vector<std::string> names;
+    names.reserve(upstreams.size());
     for (const Upstream& u : upstreams) names.push_back(u.name);
     const std::string hint = suggestion_suffix(route.upstream, names);
     upstream_node.fail("unknown upstream " + quote(route.upstream) +

@@ -24,19 +24,19 @@ struct HostPort {
 };
 
 struct Limits {
-  uint32_t max_request_line = 8 * 1024;     // URI bytes -> 414
-  uint32_t max_header_bytes = 32 * 1024;    // request line + headers -> 431
-  uint32_t max_header_count = 100;          // -> 431
-  uint64_t max_body_bytes = 64ull << 20;    // -> 413
-  uint32_t max_connections = 10000;         // per worker; over it new connections are closed
+  uint32_t max_request_line = 8 * 1024;   // URI bytes -> 414
+  uint32_t max_header_bytes = 32 * 1024;  // request line + headers -> 431
+  uint32_t max_header_count = 100;        // -> 431
+  uint64_t max_body_bytes = 64ull << 20;  // -> 413
+  uint32_t max_connections = 10000;       // per worker; over it new connections are closed
 };
 
 struct Timeouts {
-  Millis header_read{10'000};    // first byte .. end of headers -> 408
-  Millis body_read{30'000};      // max gap between body bytes -> 408
-  Millis keepalive_idle{60'000}; // idle client keep-alive
-  Millis send{60'000};           // client not reading our response
-  Millis drain{30'000};          // graceful shutdown deadline
+  Millis header_read{10'000};     // first byte .. end of headers -> 408
+  Millis body_read{30'000};       // max gap between body bytes -> 408
+  Millis keepalive_idle{60'000};  // idle client keep-alive
+  Millis send{60'000};            // client not reading our response
+  Millis drain{30'000};           // graceful shutdown deadline
 };
 
 struct Listener {
@@ -49,42 +49,43 @@ struct Admin {
 };
 
 struct UpstreamPoolConfig {
-  uint32_t max_connections = 256;    // per worker per server
-  uint32_t max_idle = 64;            // idle keep-alive connections kept per worker per server
-  Millis idle_timeout{60'000};       // lowered further by an upstream's Keep-Alive: timeout=N
-  uint32_t max_pending = 1024;       // requests waiting for a connection, per worker per upstream -> 503
+  uint32_t max_connections = 256;  // per worker per server
+  uint32_t max_idle = 64;          // idle keep-alive connections kept per worker per server
+  Millis idle_timeout{60'000};     // lowered further by an upstream's Keep-Alive: timeout=N
+  uint32_t max_pending = 1024;  // requests waiting for a connection, per worker per upstream -> 503
 };
 
 struct Upstream {
   std::string name;
   std::vector<HostPort> servers;
-  Millis connect_timeout{5'000};     // -> 504
-  Millis response_timeout{60'000};   // request sent .. response headers, and between body reads -> 504
+  Millis connect_timeout{5'000};  // -> 504
+  Millis response_timeout{
+      60'000};  // request sent .. response headers, and between body reads -> 504
   UpstreamPoolConfig pool;
 };
 
 struct RouteMatch {
-  std::string host = "*";            // "*", exact "api.example.com", or "*.example.com"
+  std::string host = "*";  // "*", exact "api.example.com", or "*.example.com"
   std::string path_prefix = "/";
   std::vector<std::string> methods;  // empty = any; upper-case tokens
 };
 
 struct Route {
   RouteMatch match;
-  std::string upstream;              // key into Config::upstreams (validated)
-  size_t upstream_index = 0;         // index into Config::upstreams, filled by validation
+  std::string upstream;       // key into Config::upstreams (validated)
+  size_t upstream_index = 0;  // index into Config::upstreams, filled by validation
 };
 
 struct Config {
-  std::string source_path;           // file the config came from
-  uint32_t workers = 1;              // "auto" resolves to the CPU count
+  std::string source_path;  // file the config came from
+  uint32_t workers = 1;     // "auto" resolves to the CPU count
   std::vector<Listener> listeners;
   std::optional<Admin> admin;
-  std::vector<Upstream> upstreams;   // sorted by name
-  std::vector<Route> routes;         // in file order
+  std::vector<Upstream> upstreams;  // sorted by name
+  std::vector<Route> routes;        // in file order
   Limits limits;
   Timeouts timeouts;
-  std::string log_level = "info";    // "debug" | "info" | "warn" | "error"
+  std::string log_level = "info";  // "debug" | "info" | "warn" | "error"
 };
 
 // A config error: names the file, the JSON path (RFC 6901 pointer, e.g.
@@ -106,9 +107,10 @@ Config parse_config(const std::string& json_text, const std::string& source_name
 Config load_config_file(const std::string& path);
 
 // Helpers, exposed for unit tests and other modules.
-std::optional<Millis> parse_duration(const std::string& s);   // "250ms" "30s" "5m" "1h"
-std::optional<uint64_t> parse_size(const std::string& s);      // "512" "16KiB" "64MiB" "1GiB" "10KB"
-std::optional<HostPort> parse_host_port(const std::string& s); // "127.0.0.1:80" "[::1]:80" "localhost:80"
+std::optional<Millis> parse_duration(const std::string& s);  // "250ms" "30s" "5m" "1h"
+std::optional<uint64_t> parse_size(const std::string& s);    // "512" "16KiB" "64MiB" "1GiB" "10KB"
+std::optional<HostPort> parse_host_port(
+    const std::string& s);  // "127.0.0.1:80" "[::1]:80" "localhost:80"
 // Closest candidate by edit distance, if close enough to be a plausible typo.
 std::optional<std::string> did_you_mean(const std::string& word,
                                         const std::vector<std::string>& candidates);

@@ -41,12 +41,18 @@ void append_hex(std::string& out, size_t v) {
 
 std::string_view ClientConnection::state_name(State s) {
   switch (s) {
-    case State::kIdle: return "idle";
-    case State::kReadingHead: return "reading_head";
-    case State::kWaitingUpstream: return "waiting_upstream";
-    case State::kProxying: return "proxying";
-    case State::kLocalReply: return "local_reply";
-    case State::kClosing: return "closing";
+    case State::kIdle:
+      return "idle";
+    case State::kReadingHead:
+      return "reading_head";
+    case State::kWaitingUpstream:
+      return "waiting_upstream";
+    case State::kProxying:
+      return "proxying";
+    case State::kLocalReply:
+      return "local_reply";
+    case State::kClosing:
+      return "closing";
   }
   return "?";
 }
@@ -132,11 +138,15 @@ void ClientConnection::on_read(ssize_t nread) {
 bool ClientConnection::input_blocked() const {
   switch (state_) {
     case State::kIdle:
-    case State::kReadingHead: return false;
-    case State::kWaitingUpstream: return true;  // the body waits for a connection
-    case State::kProxying: return request_complete_ || upstream_full_;
+    case State::kReadingHead:
+      return false;
+    case State::kWaitingUpstream:
+      return true;  // the body waits for a connection
+    case State::kProxying:
+      return request_complete_ || upstream_full_;
     case State::kLocalReply:
-    case State::kClosing: return true;
+    case State::kClosing:
+      return true;
   }
   return true;
 }
@@ -286,7 +296,8 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
   // forwarded and the method is idempotent (RFC 9110 9.2.2).
   if (retryable && !retried_ && !head.has_body() && http::is_idempotent_method(head.method)) {
     retried_ = true;
-    LogLine(LogLevel::kDebug, "retrying on a fresh upstream connection").kv("request_id", request_id_);
+    LogLine(LogLevel::kDebug, "retrying on a fresh upstream connection")
+        .kv("request_id", request_id_);
     state_ = State::kWaitingUpstream;
     acquire_upstream(true);
     return;
@@ -473,8 +484,9 @@ void ClientConnection::start_drain() {
     // An idle keep-alive connection gets a short grace period: a request
     // already on its way is answered (with Connection: close) rather than
     // racing our close.
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->close(); },
-                   worker_.idle_drain_grace_ms(), 0);
+    uv_timer_start(
+        &timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->close(); },
+        worker_.idle_drain_grace_ms(), 0);
     timer_phase_ = TimerPhase::kKeepAlive;
   }
 }
@@ -507,14 +519,24 @@ void ClientConnection::set_timer(TimerPhase phase) {
     case TimerPhase::kNone:
       uv_timer_stop(&timer_);
       return;
-    case TimerPhase::kKeepAlive: ms = static_cast<uint64_t>(c.timeouts.keepalive_idle.count()); break;
-    case TimerPhase::kHeader: ms = static_cast<uint64_t>(c.timeouts.header_read.count()); break;
-    case TimerPhase::kBody: ms = static_cast<uint64_t>(c.timeouts.body_read.count()); break;
-    case TimerPhase::kQueue: ms = group_ ? group_->settings().connect_timeout_ms : 1000; break;
-    case TimerPhase::kSend: ms = static_cast<uint64_t>(c.timeouts.send.count()); break;
+    case TimerPhase::kKeepAlive:
+      ms = static_cast<uint64_t>(c.timeouts.keepalive_idle.count());
+      break;
+    case TimerPhase::kHeader:
+      ms = static_cast<uint64_t>(c.timeouts.header_read.count());
+      break;
+    case TimerPhase::kBody:
+      ms = static_cast<uint64_t>(c.timeouts.body_read.count());
+      break;
+    case TimerPhase::kQueue:
+      ms = group_ ? group_->settings().connect_timeout_ms : 1000;
+      break;
+    case TimerPhase::kSend:
+      ms = static_cast<uint64_t>(c.timeouts.send.count());
+      break;
   }
-  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->on_timer(); },
-                 ms, 0);
+  uv_timer_start(
+      &timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->on_timer(); }, ms, 0);
 }
 
 void ClientConnection::on_timer() {

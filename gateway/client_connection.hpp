@@ -109,11 +109,11 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   bool client_full_ = false;    // our outbound queue over the high watermark
 
   bool reading_ = false;
-  bool read_eof_ = false;       // client half-closed
+  bool read_eof_ = false;  // client half-closed
   bool draining_ = false;
   bool closing_after_flush_ = false;
   bool in_process_input_ = false;
-  bool served_one_ = false;     // a first request was completed (keep-alive timer applies)
+  bool served_one_ = false;  // a first request was completed (keep-alive timer applies)
   char request_id_[33] = {};
   char client_ip_[46] = {};
 };

@@ -68,7 +68,8 @@ ListenSocketSet open_listen_sockets(const conf::Listener& listener, unsigned wor
       if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
         fail("SO_REUSEPORT on", listener.address, errno);
       }
-      if (addr.ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+      if (addr.ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
       if (bind(fd, reinterpret_cast<sockaddr*>(&addr.ss), addr.len) != 0) {
         fail("cannot bind", listener.address, errno);
       }

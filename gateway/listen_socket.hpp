@@ -11,8 +11,8 @@
 namespace torii::gateway {
 
 struct ListenSocketSet {
-  std::string address;         // resolved "ip:port" (port 0 replaced by the real port)
-  std::vector<int> fds;        // one per worker
+  std::string address;   // resolved "ip:port" (port 0 replaced by the real port)
+  std::vector<int> fds;  // one per worker
 };
 
 // Throws std::runtime_error naming the address and the system error.

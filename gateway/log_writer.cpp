@@ -18,7 +18,8 @@ LogWriter::LogWriter(uv_loop_t* loop) : loop_(loop) {
 
 void LogWriter::start() {
   log::set_flusher([this](std::string&& text) { submit(std::move(text)); });
-  uv_timer_start(&timer_, [](uv_timer_t*) { log::flush(); }, kFlushIntervalMs, kFlushIntervalMs);
+  uv_timer_start(
+      &timer_, [](uv_timer_t*) { log::flush(); }, kFlushIntervalMs, kFlushIntervalMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&timer_));  // does not keep the loop alive
 }
 
@@ -59,8 +60,6 @@ void LogWriter::stop() {
   log::flush();
 }
 
-void LogWriter::close() {
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
-}
+void LogWriter::close() { uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr); }
 
 }  // namespace torii::gateway

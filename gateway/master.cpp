@@ -46,17 +46,24 @@ int Master::run() {
   auto on_signal = [](uv_signal_t* h, int signum) {
     auto* self = static_cast<Master*>(h->data);
     switch (signum) {
-      case SIGCHLD: self->on_child_exit(); break;
-      case SIGTERM: self->on_terminate(true); break;
-      case SIGHUP:
-        LogLine(LogLevel::kWarn, "SIGHUP received: configuration reload is not supported yet");
+      case SIGCHLD:
+        self->on_child_exit();
         break;
-      default: self->on_terminate(false); break;  // SIGINT, SIGQUIT
+      case SIGTERM:
+        self->on_terminate(true);
+        break;
+      case SIGHUP:
+        LogLine(LogLevel::kWarn, "configuration reload is not supported yet")
+            .kv("signal", "SIGHUP");
+        break;
+      default:
+        self->on_terminate(false);
+        break;  // SIGINT, SIGQUIT
     }
   };
-  for (auto [sig, handle] : {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_},
-                             std::pair{SIGINT, &sigint_}, std::pair{SIGQUIT, &sigquit_},
-                             std::pair{SIGHUP, &sighup_}}) {
+  for (auto [sig, handle] :
+       {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
+        std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, on_signal, sig);
@@ -75,7 +82,7 @@ int Master::run() {
   for (auto& slot : slots_) spawn(*slot);
 
   uv_run(&loop_, UV_RUN_DEFAULT);
-  LogLine(LogLevel::kInfo, "master exiting");
+  LogLine(LogLevel::kInfo, "master exiting").kv("pid", getpid());
   log::flush();
   return 0;
 }
@@ -85,11 +92,15 @@ void Master::spawn(WorkerSlot& slot) {
   pid_t pid = fork();
   if (pid < 0) {
     LogLine(LogLevel::kError, "fork failed").kv("error", std::strerror(errno));
-    slot.backoff_ms = slot.backoff_ms == 0 ? kMinBackoffMs : std::min(slot.backoff_ms * 2, kMaxBackoffMs);
-    uv_timer_start(&slot.respawn_timer, [](uv_timer_t* t) {
-      auto* s = static_cast<WorkerSlot*>(t->data);
-      s->master->spawn(*s);
-    }, slot.backoff_ms, 0);
+    slot.backoff_ms =
+        slot.backoff_ms == 0 ? kMinBackoffMs : std::min(slot.backoff_ms * 2, kMaxBackoffMs);
+    uv_timer_start(
+        &slot.respawn_timer,
+        [](uv_timer_t* t) {
+          auto* s = static_cast<WorkerSlot*>(t->data);
+          s->master->spawn(*s);
+        },
+        slot.backoff_ms, 0);
     return;
   }
   if (pid == 0) become_worker(slot);
@@ -104,9 +115,12 @@ void Master::become_worker(WorkerSlot& slot) {
   // handles, which stops its signal handlers and timers at once; the loop
   // itself is never run again here (uv_run must not re-enter).
   uv_loop_fork(&loop_);
-  uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
   log::reset_after_fork();
 
   std::vector<int> mine;
@@ -144,10 +158,13 @@ void Master::on_child_exit() {
       slot->backoff_ms = ran_ms >= kHealthyRunMs ? 0
                          : slot->backoff_ms == 0 ? kMinBackoffMs
                                                  : std::min(slot->backoff_ms * 2, kMaxBackoffMs);
-      uv_timer_start(&slot->respawn_timer, [](uv_timer_t* t) {
-        auto* s = static_cast<WorkerSlot*>(t->data);
-        s->master->spawn(*s);
-      }, slot->backoff_ms, 0);
+      uv_timer_start(
+          &slot->respawn_timer,
+          [](uv_timer_t* t) {
+            auto* s = static_cast<WorkerSlot*>(t->data);
+            s->master->spawn(*s);
+          },
+          slot->backoff_ms, 0);
       break;
     }
   }
@@ -185,18 +202,25 @@ void Master::on_terminate(bool graceful) {
   const uint64_t grace = graceful && !force
                              ? static_cast<uint64_t>(config_.timeouts.drain.count()) + kKillGraceMs
                              : 1000;
-  uv_timer_start(&kill_timer_, [](uv_timer_t* t) {
-    auto* self = static_cast<Master*>(t->data);
-    LogLine(LogLevel::kWarn, "workers did not stop in time: killing them");
-    self->signal_workers(SIGKILL);
-  }, grace, 0);
+  uv_timer_start(
+      &kill_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Master*>(t->data);
+        LogLine(LogLevel::kWarn, "workers did not stop in time: killing them")
+            .kv("workers", self->live_workers());
+        self->signal_workers(SIGKILL);
+      },
+      grace, 0);
   if (live_workers() == 0) finish();
 }
 
 void Master::finish() {
-  uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
 }
 
 }  // namespace torii::gateway

@@ -51,7 +51,6 @@ class Master {
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_;
   uv_timer_t kill_timer_;
   bool stopping_ = false;
-  bool graceful_ = true;
   int terminate_count_ = 0;
 };
 

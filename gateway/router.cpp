@@ -27,7 +27,8 @@ std::string_view target_path(std::string_view target) {
     size_t scheme_end = target.find("://");
     if (scheme_end != std::string_view::npos) {
       size_t path_start = target.find('/', scheme_end + 3);
-      target = path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
+      target =
+          path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
     }
   }
   size_t q = target.find_first_of("?#");
@@ -61,17 +62,20 @@ std::optional<size_t> Router::match(std::string_view host, std::string_view path
   };
   for (const Entry& e : entries_) {
     switch (e.kind) {
-      case HostKind::kAny: break;
+      case HostKind::kAny:
+        break;
       case HostKind::kExact:
         if (host != e.host) continue;
         break;
       case HostKind::kWildcard:
         // "*.example.com" matches "a.example.com" and "a.b.example.com", not "example.com".
-        if (host.size() <= e.host.size() || host.substr(host.size() - e.host.size()) != e.host) continue;
+        if (host.size() <= e.host.size() || host.substr(host.size() - e.host.size()) != e.host)
+          continue;
         break;
     }
     if (path.substr(0, e.prefix.size()) != e.prefix) continue;
-    if (!e.methods.empty() && std::find(e.methods.begin(), e.methods.end(), method) == e.methods.end()) {
+    if (!e.methods.empty() &&
+        std::find(e.methods.begin(), e.methods.end(), method) == e.methods.end()) {
       continue;
     }
     if (best == nullptr || rank(e) > rank(*best)) best = &e;

@@ -28,7 +28,7 @@ class Router {
   enum class HostKind : uint8_t { kAny, kWildcard, kExact };
   struct Entry {
     HostKind kind;
-    std::string host;    // exact name, or the suffix ".example.com" for wildcards
+    std::string host;  // exact name, or the suffix ".example.com" for wildcards
     std::string prefix;
     std::vector<std::string> methods;
     size_t index;

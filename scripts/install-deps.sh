@@ -10,6 +10,7 @@ build_pkgs=(
 test_pkgs=(
   python3 python3-aiohttp python3-pytest python3-requests curl
   clang libclang-rt-14-dev     # libFuzzer + sanitizers for the fuzz target
+  clang-format clang-tidy      # scripts/lint.sh
   nginx-light wrk              # benchmarks
 )
 

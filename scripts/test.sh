@@ -16,6 +16,8 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "release build"
 scripts/build.sh release
+step "lint (clang-format, clang-tidy)"
+scripts/lint.sh
 step "unit tests (release)"
 build/tests/torii_unit_tests
 step "integration tests (release)"

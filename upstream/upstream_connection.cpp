@@ -16,10 +16,14 @@ http::ParserLimits response_limits() {
 
 std::string_view UpstreamConnection::state_name(State s) {
   switch (s) {
-    case State::kConnecting: return "connecting";
-    case State::kIdle: return "idle";
-    case State::kActive: return "active";
-    case State::kClosing: return "closing";
+    case State::kConnecting:
+      return "connecting";
+    case State::kIdle:
+      return "idle";
+    case State::kActive:
+      return "active";
+    case State::kClosing:
+      return "closing";
   }
   return "?";
 }
@@ -33,8 +37,8 @@ UpstreamConnection::UpstreamConnection(ServerPool& pool, IoContext& io)
 }
 
 void UpstreamConnection::start_timer(uint64_t ms) {
-  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<UpstreamConnection*>(t->data)->on_timer(); },
-                 ms, 0);
+  uv_timer_start(
+      &timer_, [](uv_timer_t* t) { static_cast<UpstreamConnection*>(t->data)->on_timer(); }, ms, 0);
 }
 
 void UpstreamConnection::connect(ExchangeSink* sink) {
@@ -282,8 +286,8 @@ void UpstreamConnection::fail(Error e) {
   if (head_delivered_) {
     sink->on_response_aborted(e);
   } else {
-    const bool retryable = !was_connecting && reused_ && !response_started_ &&
-                           e == Error::kUpstreamReset;
+    const bool retryable =
+        !was_connecting && reused_ && !response_started_ && e == Error::kUpstreamReset;
     sink->on_upstream_error(e, retryable);
   }
 }

@@ -81,7 +81,7 @@ class UpstreamConnection final : public WriteCompletion {
   bool request_sent_ = false;
   bool response_started_ = false;  // any byte of a response received
   bool head_delivered_ = false;
-  bool drain_wanted_ = false;      // a sink waits for on_request_drained
+  bool drain_wanted_ = false;  // a sink waits for on_request_drained
   bool connect_failed_sync_ = false;
   unsigned keep_alive_hint_s_ = 0;
 

@@ -24,7 +24,8 @@ sockaddr_storage resolve(const conf::HostPort& hp) {
   addrinfo* res = nullptr;
   int rc = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
   if (rc != 0 || res == nullptr) {
-    throw std::runtime_error("cannot resolve upstream server " + hp.str() + ": " + gai_strerror(rc));
+    throw std::runtime_error("cannot resolve upstream server " + hp.str() + ": " +
+                             gai_strerror(rc));
   }
   std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
   freeaddrinfo(res);
