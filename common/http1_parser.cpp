@@ -87,9 +87,10 @@ int Http1Parser::on_message_begin() {
   head_ = MessageHead{};
   head_.headers.swap(keep);  // reuse the vector's capacity
   method_ = target_ = reason_ = Span{};
-  in_value_ = false;
+  header_state_ = HeaderState::kNone;
   interim_ = false;
   body_bytes_ = 0;
+  head_wire_bytes_ = 0;
   return 0;
 }
 
@@ -113,16 +114,19 @@ int Http1Parser::on_status(const char* at, size_t len) {
 }
 
 int Http1Parser::on_header_field(const char* at, size_t len) {
-  // Trailer fields after a chunked body travel in the raw body bytes; they
-  // must not touch the head's storage (its views are in use).
-  if (phase_ == Phase::kBody) return 0;
-  if (pending_.empty() || in_value_) {
-    if (pending_.size() >= limits_.max_header_count) {
-      return fail(Error::kHeadersTooLarge, "too many header fields");
+  if (header_state_ != HeaderState::kField) {
+    header_state_ = HeaderState::kField;
+    field_len_ = 0;
+    if (phase_ != Phase::kBody) {  // a trailer is checked, not stored
+      if (pending_.size() >= limits_.max_header_count) {
+        return fail(Error::kHeadersTooLarge, "too many header fields");
+      }
+      pending_.push_back({static_cast<uint32_t>(storage_.size()), 0, 0, 0});
     }
-    pending_.push_back({static_cast<uint32_t>(storage_.size()), 0, 0, 0});
-    in_value_ = false;
   }
+  field_len_ += len;
+  // Trailer fields must not touch the head's storage (its views are in use).
+  if (phase_ == Phase::kBody) return 0;
   if (storage_.size() + len > limits_.max_header_bytes) {
     return fail(Error::kHeadersTooLarge, "head too large");
   }
@@ -131,17 +135,33 @@ int Http1Parser::on_header_field(const char* at, size_t len) {
   return 0;
 }
 
+bool Http1Parser::value_starts_after_colon(const char* at) const {
+  // llhttp accepts obs-fold (a line starting with SP/HTAB that continues
+  // the previous value) even in strict mode. The first byte before a value
+  // that is not optional whitespace must be the colon; after a fold it is
+  // the LF that llhttp skipped.
+  for (const char* p = at; p > feed_begin_;) {
+    --p;
+    if (*p != ' ' && *p != '\t') return *p == ':';
+  }
+  return last_non_ows_byte_ == ':';
+}
+
 int Http1Parser::on_header_value(const char* at, size_t len) {
-  if (phase_ == Phase::kBody) return 0;  // trailer
-  PendingHeader& h = pending_.back();
-  if (!in_value_) {
-    in_value_ = true;
-    h.value_off = static_cast<uint32_t>(storage_.size());
+  if (header_state_ == HeaderState::kNone) return fail(Error::kBadRequest, "empty header name");
+  // llhttp reports an empty value as a zero-length span placed after the
+  // line's CRLF; it carries nothing to store or check.
+  if (len == 0) return 0;
+  if (header_state_ == HeaderState::kField) {
+    if (!value_starts_after_colon(at)) {
+      return fail(Error::kBadRequest, "obsolete line folding in header value");
+    }
+    header_state_ = HeaderState::kValue;
+    if (phase_ != Phase::kBody) pending_.back().value_off = static_cast<uint32_t>(storage_.size());
   } else {
     // A value arrives in several spans only when the input was split right
-    // there. Any other gap means llhttp skipped a line break: obs-fold,
-    // which it accepts even in strict mode. RFC 9112 5.2 lets a recipient
-    // reject it, and a proxy must not forward it.
+    // there; any other gap is a line break llhttp skipped (obs-fold). RFC
+    // 9112 5.2 lets a recipient reject it, and a proxy must not forward it.
     const bool contiguous = last_value_feed_ == feed_generation_ && at == last_value_end_;
     const bool split_at_buffer = last_value_ended_buffer_ && at == feed_begin_;
     if (!contiguous && !split_at_buffer) {
@@ -151,17 +171,20 @@ int Http1Parser::on_header_value(const char* at, size_t len) {
   last_value_end_ = at + len;
   last_value_feed_ = feed_generation_;
   last_value_ended_buffer_ = last_value_end_ == feed_end_;
+  if (phase_ == Phase::kBody) return 0;  // trailer
   if (storage_.size() + len > limits_.max_header_bytes) {
     return fail(Error::kHeadersTooLarge, "head too large");
   }
   storage_.append(at, len);
-  h.value_len += static_cast<uint32_t>(len);
+  pending_.back().value_len += static_cast<uint32_t>(len);
   return 0;
 }
 
 int Http1Parser::on_header_value_complete() {
-  if (phase_ == Phase::kBody) return 0;  // trailer
-  in_value_ = true;                      // a value with no bytes never saw on_header_value
+  if (header_state_ == HeaderState::kNone || field_len_ == 0) {
+    return fail(Error::kBadRequest, "empty header name");
+  }
+  header_state_ = HeaderState::kNone;
   last_value_end_ = nullptr;
   last_value_ended_buffer_ = false;
   return 0;
@@ -207,6 +230,12 @@ void Http1Parser::finish_head() {
 
 int Http1Parser::on_headers_complete() {
   finish_head();
+  if (kind_ == Kind::kRequest && !(head_.version_major == 1 && head_.version_minor <= 1)) {
+    return fail(Error::kVersionNotSupported, "unsupported HTTP version");
+  }
+  if (kind_ == Kind::kResponse && (head_.status < 100 || head_.status > 999)) {
+    return fail(Error::kUpstreamBadResponse, "invalid status code");
+  }
   if (kind_ == Kind::kResponse && head_.status >= 100 && head_.status < 200 &&
       head_.status != 101) {
     interim_ = true;  // 1xx: skipped; the final response follows
@@ -224,7 +253,7 @@ int Http1Parser::on_headers_complete() {
 int Http1Parser::on_body(const char* at, size_t len) {
   body_bytes_ += len;
   if (body_bytes_ > limits_.max_body_bytes) return fail(Error::kBodyTooLarge, "body too large");
-  if (collect_decoded_) decoded_.emplace_back(at, len);
+  decoded_.emplace_back(at, len);
   return 0;
 }
 
@@ -256,8 +285,20 @@ Http1Parser::Result Http1Parser::feed(const char* data, size_t len) {
   feed_begin_ = data;
   feed_end_ = data + len;
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK || err == HPE_PAUSED) {
+    r.consumed = err == HPE_OK ? len : static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+    const bool head_bytes = entry_phase != Phase::kBody;
+    const bool ok = head_bytes ? check_head_bytes(data, data + r.consumed)
+                               : head_.framing != BodyFraming::kChunked ||
+                                     check_chunk_framing(std::string_view(data, r.consumed));
+    if (!ok) {
+      r.event = Event::kError;
+      r.consumed = 0;
+      return r;
+    }
+    remember_tail(data, r.consumed);
+  }
   if (err == HPE_OK) {
-    r.consumed = len;
     if (phase_ == Phase::kBody && entry_phase == Phase::kBody && len > 0) {
       r.event = Event::kBody;
       r.body = std::string_view(data, len);
@@ -265,7 +306,6 @@ Http1Parser::Result Http1Parser::feed(const char* data, size_t len) {
     return r;
   }
   if (err == HPE_PAUSED) {
-    r.consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
     llhttp_resume(&parser_);
     if (phase_ == Phase::kBody) {
       r.event = Event::kHeadComplete;  // paused before a body
@@ -287,6 +327,70 @@ Http1Parser::Result Http1Parser::feed(const char* data, size_t len) {
   }
   r.event = Event::kError;
   return r;
+}
+
+bool Http1Parser::check_head_bytes(const char* begin, const char* end) {
+  // llhttp (strict) still accepts a bare LF in some places of the head; a
+  // proxy that rebuilds the head could hide the difference from an
+  // upstream, but a peer that reads it differently is how requests get
+  // smuggled, so refuse it everywhere.
+  char prev = last_byte_;
+  for (const char* p = begin; p < end; ++p) {
+    if (*p == '\n' && prev != '\r') {
+      fail(Error::kBadRequest, "bare LF in message head");
+      return false;
+    }
+    prev = *p;
+  }
+  // The limit counts wire bytes (request line, headers, whitespace), not
+  // only what is kept.
+  head_wire_bytes_ += static_cast<uint64_t>(end - begin);
+  if (head_wire_bytes_ > limits_.max_header_bytes + 4) {  // + the final CRLF CRLF
+    fail(Error::kHeadersTooLarge, "head too large");
+    return false;
+  }
+  return true;
+}
+
+bool Http1Parser::check_chunk_framing(std::string_view raw) {
+  // The bytes of a chunked body that are not data are framing (sizes,
+  // extensions, CRLFs, trailers): a bare LF there is refused like in a head.
+  char prev = last_byte_;
+  size_t next_data = 0;  // index into decoded_
+  const char* p = raw.data();
+  const char* end = raw.data() + raw.size();
+  while (p < end) {
+    if (next_data < decoded_.size() && p == decoded_[next_data].data()) {
+      const size_t n = decoded_[next_data++].size();
+      if (n > 0) {
+        p += n;
+        prev = *(p - 1);
+      }
+      continue;
+    }
+    if (*p == '\n' && prev != '\r') {
+      fail(Error::kBadRequest, "bare LF in chunk framing");
+      return false;
+    }
+    prev = *p++;
+  }
+  return true;
+}
+
+void Http1Parser::remember_tail(const char* data, size_t len) {
+  if (len == 0) return;
+  // A value continues into the next feed only if this feed's last bytes
+  // were value bytes.
+  if (last_value_feed_ != feed_generation_ || last_value_end_ != data + len) {
+    last_value_ended_buffer_ = false;
+  }
+  last_byte_ = data[len - 1];
+  for (size_t i = len; i > 0; --i) {
+    if (data[i - 1] != ' ' && data[i - 1] != '\t') {
+      last_non_ows_byte_ = data[i - 1];
+      break;
+    }
+  }
 }
 
 Http1Parser::Event Http1Parser::finish() {

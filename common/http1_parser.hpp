@@ -86,9 +86,10 @@ class Http1Parser {
 
   // Responses: the next response answers a HEAD request (no body follows).
   void expect_no_body(bool v) { no_body_expected_ = v; }
-  // Responses: also collect the decoded body bytes of each feed() (for
-  // turning a chunked body into a close-delimited one for HTTP/1.0 clients).
-  void collect_decoded(bool v) { collect_decoded_ = v; }
+  // The decoded body bytes of the last feed() (chunk framing removed),
+  // as spans of its input. Bodies are re-framed from these, never relayed
+  // with the peer's own chunk framing: what the next hop sees is framing
+  // Torii wrote, so it cannot read a message boundary differently.
   const std::vector<std::string_view>& decoded() const { return decoded_; }
 
   const MessageHead& head() const { return head_; }
@@ -128,6 +129,10 @@ class Http1Parser {
   int fail(Error e, std::string_view reason);
   bool append_span(Span& span, const char* at, size_t len);
   void finish_head();
+  bool value_starts_after_colon(const char* at) const;
+  bool check_head_bytes(const char* begin, const char* end);
+  void remember_tail(const char* data, size_t len);
+  bool check_chunk_framing(std::string_view raw);
 
   Kind kind_;
   ParserLimits limits_;
@@ -138,11 +143,12 @@ class Http1Parser {
   std::string storage_;  // start-line parts, header names and values
   Span method_, target_, reason_;
   std::vector<PendingHeader> pending_;
-  bool in_value_ = false;
+  enum class HeaderState : uint8_t { kNone, kField, kValue };
+  HeaderState header_state_ = HeaderState::kNone;
+  size_t field_len_ = 0;  // bytes of the current field name
   bool head_complete_pending_ = false;
   bool interim_ = false;  // a 1xx response being skipped
   bool no_body_expected_ = false;
-  bool collect_decoded_ = false;
   std::vector<std::string_view> decoded_;
   uint64_t body_bytes_ = 0;
   MessageHead head_;
@@ -152,6 +158,9 @@ class Http1Parser {
   const char* feed_end_ = nullptr;
   const char* last_value_end_ = nullptr;
   bool last_value_ended_buffer_ = false;
+  char last_non_ows_byte_ = '\n';  // of the input before this feed
+  char last_byte_ = '\n';          // of the input before this feed (bare LF check)
+  uint64_t head_wire_bytes_ = 0;
 };
 
 }  // namespace torii::http

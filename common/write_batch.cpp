@@ -1,5 +1,7 @@
 #include "common/write_batch.hpp"
 
+#include <charconv>
+
 namespace torii {
 
 void WriteBatch::mark_owned() {
@@ -57,6 +59,25 @@ int WriteBatch::submit(uv_stream_t* stream, WriteCompletion* done) {
                     });
   if (rc != 0) pool_->recycle(this);
   return rc;
+}
+
+void append_chunk(WriteBatch& batch, const BlockRef& block,
+                  const std::vector<std::string_view>& spans) {
+  size_t total = 0;
+  for (std::string_view s : spans) total += s.size();
+  if (total == 0) return;
+  char hex[20];
+  auto r = std::to_chars(hex, hex + sizeof hex, total, 16);
+  std::string& owned = batch.owned();
+  owned.append(hex, r.ptr);
+  owned.append("\r\n");
+  append_spans(batch, block, spans);
+  batch.append_static("\r\n");
+}
+
+void append_spans(WriteBatch& batch, const BlockRef& block,
+                  const std::vector<std::string_view>& spans) {
+  for (std::string_view s : spans) batch.append_borrowed(block, s);
 }
 
 WriteBatch* WriteBatchPool::acquire() {

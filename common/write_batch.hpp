@@ -63,6 +63,15 @@ class WriteBatch {
   std::vector<uv_buf_t> bufs_;
 };
 
+// Appends `spans` (bytes of `block`) as one chunk of chunked framing:
+// "<hex size>\r\n" + spans + "\r\n". Nothing for an empty total.
+void append_chunk(WriteBatch& batch, const BlockRef& block,
+                  const std::vector<std::string_view>& spans);
+// Appends every span as is.
+void append_spans(WriteBatch& batch, const BlockRef& block,
+                  const std::vector<std::string_view>& spans);
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
 class WriteBatchPool {
  public:
   explicit WriteBatchPool(size_t max_free = 1024) : max_free_(max_free) {}

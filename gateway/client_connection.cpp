@@ -1,5 +1,7 @@
 #include "gateway/client_connection.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "common/log.hpp"
@@ -13,8 +15,6 @@ namespace torii::gateway {
 namespace {
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-constexpr std::string_view kCrlf = "\r\n";
-constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 uv_stream_t* as_stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); }
 
@@ -25,16 +25,6 @@ http::ParserLimits request_limits(const conf::Limits& l) {
   p.max_header_count = l.max_header_count;
   p.max_body_bytes = l.max_body_bytes;
   return p;
-}
-
-void append_hex(std::string& out, size_t v) {
-  char buf[20];
-  int n = 0;
-  do {
-    buf[n++] = "0123456789abcdef"[v & 0xf];
-    v >>= 4;
-  } while (v != 0);
-  while (n > 0) out.push_back(buf[--n]);
 }
 
 }  // namespace
@@ -72,6 +62,21 @@ bool ClientConnection::accept(uv_stream_t* server) {
     close();
     return false;
   }
+  start();
+  return true;
+}
+
+bool ClientConnection::adopt(int fd) {
+  if (uv_tcp_open(&tcp_, fd) != 0) {
+    ::close(fd);
+    close();
+    return false;
+  }
+  start();
+  return true;
+}
+
+void ClientConnection::start() {
   uv_tcp_nodelay(&tcp_, 1);
   sockaddr_storage peer{};
   int len = sizeof peer;
@@ -84,7 +89,6 @@ bool ClientConnection::accept(uv_stream_t* server) {
   }
   set_timer(TimerPhase::kHeader);  // the first request must arrive in time
   start_reading();
-  return true;
 }
 
 // ---- reading ---------------------------------------------------------------
@@ -167,10 +171,10 @@ void ClientConnection::process_input() {
         on_request_head();
         break;
       case Event::kBody:
-        on_request_body(r.body, false);
+        on_request_body(false);
         break;
       case Event::kMessageComplete:
-        on_request_body(r.body, true);
+        on_request_body(true);
         break;
       case Event::kError:
         LogLine(LogLevel::kDebug, "bad request")
@@ -209,7 +213,7 @@ void ClientConnection::on_request_head() {
   } else {
     worker_.next_request_id(request_id_);
   }
-  const std::string host = normalize_host(head.get("host"));
+  const std::string host = normalize_host(request_authority(head));
   auto route = worker_.router().match(host, target_path(head.target), head.method);
   if (!route) {
     // Without reading the body, the connection cannot carry another request.
@@ -251,12 +255,21 @@ void ClientConnection::acquire_upstream(bool fresh) {
   }
 }
 
-void ClientConnection::on_request_body(std::string_view raw, bool last) {
+void ClientConnection::on_request_body(bool last) {
   if (state_ == State::kIdle || state_ == State::kReadingHead) {
     return;  // the end of a body-less request that was already answered
   }
-  if (!raw.empty() && upstream_ != nullptr) {
-    if (!upstream_->send_body(in_.block(), raw)) upstream_full_ = true;
+  if (upstream_ != nullptr) {
+    // Chunked bodies are re-framed by us (see Http1Parser::decoded()).
+    const bool chunked = parser_.head().framing == http::BodyFraming::kChunked;
+    WriteBatch* b = io_.batches.acquire();
+    if (chunked) {
+      append_chunk(*b, in_.block(), parser_.decoded());
+      if (last) b->append_static(kLastChunk);
+    } else {
+      append_spans(*b, in_.block(), parser_.decoded());
+    }
+    if (!upstream_->send_body(b)) upstream_full_ = true;
   }
   if (last) {
     request_complete_ = true;
@@ -314,35 +327,18 @@ void ClientConnection::on_response_head(const http::MessageHead& head) {
   ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
   const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
   plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
-  if (plan_.mode == ClientBodyMode::kUntilClose && head.framing == http::BodyFraming::kChunked &&
-      upstream_ != nullptr) {
-    upstream_->want_decoded_body(true);
-  }
 }
 
-void ClientConnection::on_response_body(const BlockRef& block, std::string_view raw,
-                                        const std::vector<std::string_view>& decoded) {
+void ClientConnection::on_response_body(const BlockRef& block,
+                                        const std::vector<std::string_view>& data) {
   switch (plan_.mode) {
     case ClientBodyMode::kNone:
       break;
-    case ClientBodyMode::kPassthrough:
-      out().append_borrowed(block, raw);
+    case ClientBodyMode::kIdentity:
+      append_spans(out(), block, data);
       break;
-    case ClientBodyMode::kChunkWrap:
-      if (!raw.empty()) {
-        WriteBatch& b = out();
-        append_hex(b.owned(), raw.size());
-        b.owned().append(kCrlf);
-        b.append_borrowed(block, raw);
-        b.append_static(kCrlf);
-      }
-      break;
-    case ClientBodyMode::kUntilClose:
-      if (upstream_ != nullptr && !decoded.empty()) {
-        for (std::string_view d : decoded) out().append_borrowed(block, d);
-      } else if (decoded.empty() && parser_.head().method != "HEAD") {
-        out().append_borrowed(block, raw);
-      }
+    case ClientBodyMode::kChunked:
+      append_chunk(out(), block, data);
       break;
   }
 }
@@ -360,7 +356,7 @@ void ClientConnection::on_response_batch_end() {
 
 void ClientConnection::on_response_complete() {
   upstream_ = nullptr;
-  if (plan_.mode == ClientBodyMode::kChunkWrap) out().append_static(kLastChunk);
+  if (plan_.mode == ClientBodyMode::kChunked) out().append_static(kLastChunk);
   flush();
   finish_exchange();
 }

@@ -41,6 +41,8 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   // Accepts from `server` and starts reading. False if accept failed (the
   // connection is closing then).
   bool accept(uv_stream_t* server);
+  // Takes over an already accepted socket (draining a listen queue).
+  bool adopt(int fd);
   // Graceful shutdown: finish the current exchange, answer with
   // Connection: close, close idle connections soon.
   void start_drain();
@@ -54,8 +56,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   void on_upstream_ready(upstream::UpstreamConnection& conn) override;
   void on_upstream_error(Error error, bool retryable) override;
   void on_response_head(const http::MessageHead& head) override;
-  void on_response_body(const BlockRef& block, std::string_view raw,
-                        const std::vector<std::string_view>& decoded) override;
+  void on_response_body(const BlockRef& block, const std::vector<std::string_view>& data) override;
   void on_response_complete() override;
   void on_response_aborted(Error error) override;
   void on_response_batch_end() override;
@@ -66,6 +67,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
  private:
   enum class TimerPhase : uint8_t { kNone, kKeepAlive, kHeader, kBody, kQueue, kSend };
 
+  void start();
   void start_reading();
   void stop_reading();
   void on_read(ssize_t nread);
@@ -74,7 +76,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   void process_input();
   bool input_blocked() const;
   void on_request_head();
-  void on_request_body(std::string_view raw, bool last);
+  void on_request_body(bool last);
   void acquire_upstream(bool fresh);
   void local_reply(Error error, bool close_after);
   void finish_exchange();

@@ -3,6 +3,8 @@
 #include <array>
 #include <charconv>
 
+#include "gateway/router.hpp"
+
 namespace torii::gateway {
 
 using http::Header;
@@ -28,7 +30,6 @@ class ConnectionTokens {
     }
     return false;
   }
-  bool has_close() const { return contains("close"); }
 
  private:
   std::array<std::string_view, 16> tokens_{};
@@ -48,34 +49,52 @@ void append_uint(std::string& out, uint64_t v) {
   out.append(buf, r.ptr);
 }
 
-// Joins every value of a repeated header with ", " (RFC 9110 5.3).
-void append_joined(std::string& out, const MessageHead& m, std::string_view name) {
-  bool first = true;
+// Appends every non-empty element of a repeated list header, ", "-joined
+// (RFC 9110 5.3, 5.6.1: no empty elements). Returns whether it wrote any.
+bool append_list(std::string& out, const MessageHead& m, std::string_view name) {
+  bool wrote = false;
   for (const Header& h : m.headers) {
-    if (!iequals(h.name, name) || h.value.empty()) continue;
-    if (!first) out.append(", ");
-    out.append(h.value);
-    first = false;
+    if (!iequals(h.name, name)) continue;
+    http::for_each_list_token(h.value, [&](std::string_view t) {
+      if (wrote) out.append(", ");
+      out.append(t);
+      wrote = true;
+    });
   }
+  return wrote;
 }
 
-bool has_header(const MessageHead& m, std::string_view name) {
-  for (const Header& h : m.headers) {
-    if (iequals(h.name, name)) return true;
-  }
-  return false;
+// "Name: <existing elements>, <own>\r\n"
+void append_list_with(std::string& out, const MessageHead& m, std::string_view name,
+                      std::string_view own_prefix, std::string_view own) {
+  out.append(name);
+  out.append(": ");
+  if (append_list(out, m, name)) out.append(", ");
+  out.append(own_prefix);
+  out.append(own);
+  out.append("\r\n");
 }
 
-std::string_view via_version(const MessageHead& m) { return m.is_http10() ? "1.0" : "1.1"; }
+std::string_view via_version(const MessageHead& m) { return m.is_http10() ? "1.0 " : "1.1 "; }
 
-void append_via(std::string& out, const MessageHead& m) {
-  out.append("Via: ");
-  if (has_header(m, "via")) {
-    append_joined(out, m, "via");
-    out.append(", ");
+// Transfer-Encoding for a body Torii frames as chunked: the sender's own
+// codings are kept (a gzip-then-chunked body stays gzip-coded), with
+// "chunked" last.
+void append_chunked_te(std::string& out, const MessageHead& m) {
+  out.append("Transfer-Encoding: ");
+  bool wrote = false;
+  bool chunked_last = false;
+  for (const Header& h : m.headers) {
+    if (!iequals(h.name, "transfer-encoding")) continue;
+    http::for_each_list_token(h.value, [&](std::string_view t) {
+      if (wrote) out.append(", ");
+      out.append(t);
+      wrote = true;
+      chunked_last = iequals(t, "chunked");
+    });
   }
-  out.append(via_version(m));
-  out.append(" torii\r\n");
+  if (!chunked_last) out.append(wrote ? ", chunked" : "chunked");
+  out.append("\r\n");
 }
 
 }  // namespace
@@ -93,43 +112,30 @@ bool is_sane_request_id(std::string_view id) {
 void build_upstream_request_head(const MessageHead& req, const ForwardContext& ctx,
                                  std::string& out) {
   const ConnectionTokens connection(req);
+  const RequestTarget target = split_target(req.target);
   out.append(req.method);
   out.push_back(' ');
-  std::string_view target = req.target;
-  if (!target.empty() && target.front() != '/' && target != "*") {
-    // absolute-form -> origin-form; the authority already is in Host
-    size_t scheme_end = target.find("://");
-    size_t path = target.find('/', scheme_end + 3);
-    target = path == std::string_view::npos ? std::string_view("/") : target.substr(path);
-  }
-  out.append(target);
+  if (target.absolute && target.path_and_query.front() != '/') out.push_back('/');
+  out.append(target.path_and_query);
   out.append(" HTTP/1.1\r\n");
 
-  bool have_host = false;
+  // RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
+  const std::string_view host = target.absolute ? target.authority : req.get("host");
+  append_header(out, "Host", host.empty() ? ctx.upstream_authority : host);
   for (const Header& h : req.headers) {
     const std::string_view n = h.name;
     if (http::is_hop_by_hop(n) || connection.contains(n)) continue;
-    if (iequals(n, "content-length") || iequals(n, "expect") || iequals(n, "via") ||
-        iequals(n, "x-forwarded-for") || iequals(n, "x-forwarded-proto") ||
+    if (iequals(n, "host") || iequals(n, "content-length") || iequals(n, "expect") ||
+        iequals(n, "via") || iequals(n, "x-forwarded-for") || iequals(n, "x-forwarded-proto") ||
         iequals(n, "x-forwarded-host") || iequals(n, "x-request-id")) {
       continue;
     }
-    if (iequals(n, "host")) have_host = true;
     append_header(out, h.name, h.value);
   }
-  if (!have_host) append_header(out, "Host", ctx.upstream_authority);
-
-  out.append("X-Forwarded-For: ");
-  if (has_header(req, "x-forwarded-for")) {
-    append_joined(out, req, "x-forwarded-for");
-    out.append(", ");
-  }
-  out.append(ctx.client_ip);
-  out.append("\r\n");
+  append_list_with(out, req, "X-Forwarded-For", "", ctx.client_ip);
   append_header(out, "X-Forwarded-Proto", ctx.proto);
-  std::string_view host = req.get("host");
   if (!host.empty()) append_header(out, "X-Forwarded-Host", host);
-  append_via(out, req);
+  append_list_with(out, req, "Via", via_version(req), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
 
   switch (req.framing) {
@@ -139,7 +145,7 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
       out.append("\r\n");
       break;
     case http::BodyFraming::kChunked:
-      out.append("Transfer-Encoding: chunked\r\n");
+      append_chunked_te(out, req);
       break;
     case http::BodyFraming::kNone:
     case http::BodyFraming::kUntilClose:
@@ -165,16 +171,15 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
       plan.mode = ClientBodyMode::kNone;
       break;
     case http::BodyFraming::kContentLength:
-      plan.mode = ClientBodyMode::kPassthrough;
+      plan.mode = ClientBodyMode::kIdentity;
       break;
     case http::BodyFraming::kChunked:
-      plan.mode = client_10 ? ClientBodyMode::kUntilClose : ClientBodyMode::kPassthrough;
-      break;
     case http::BodyFraming::kUntilClose:
-      plan.mode = client_10 ? ClientBodyMode::kUntilClose : ClientBodyMode::kChunkWrap;
+      // An HTTP/1.0 client cannot take chunked: its body ends with the connection.
+      plan.mode = client_10 ? ClientBodyMode::kIdentity : ClientBodyMode::kChunked;
+      if (client_10) plan.close_after = true;
       break;
   }
-  if (plan.mode == ClientBodyMode::kUntilClose) plan.close_after = true;
 
   out.append("HTTP/1.1 ");
   append_uint(out, static_cast<uint64_t>(resp.status));
@@ -182,26 +187,22 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
   out.append(resp.reason.empty() ? http::reason_phrase(resp.status) : resp.reason);
   out.append("\r\n");
 
-  const bool body_less_answer = req.method == "HEAD" || resp.status == 204 || resp.status == 304;
   for (const Header& h : resp.headers) {
     const std::string_view n = h.name;
     if (http::is_hop_by_hop(n) || connection.contains(n)) continue;
     if (iequals(n, "via") || iequals(n, "x-request-id")) continue;
-    if (iequals(n, "content-length") && !body_less_answer &&
-        plan.mode != ClientBodyMode::kPassthrough) {
-      continue;
-    }
+    // Content-Length stays with the bytes it describes: a body relayed as
+    // is, or the representation of a HEAD/304 answer (and "0" on an empty body).
+    if (iequals(n, "content-length") && plan.mode == ClientBodyMode::kChunked) continue;
     append_header(out, h.name, h.value);
   }
-  // A HEAD/304 answer keeps the framing headers of the representation.
-  if (body_less_answer && resp.has_transfer_encoding && !client_10) {
-    out.append("Transfer-Encoding: chunked\r\n");
+  if (plan.mode == ClientBodyMode::kChunked) {
+    append_chunked_te(out, resp);
+  } else if (plan.mode == ClientBodyMode::kNone && resp.has_transfer_encoding && !client_10 &&
+             (req.method == "HEAD" || resp.status == 304)) {
+    append_chunked_te(out, resp);  // what a GET would have carried
   }
-  if ((plan.mode == ClientBodyMode::kPassthrough && resp.framing == http::BodyFraming::kChunked) ||
-      plan.mode == ClientBodyMode::kChunkWrap) {
-    out.append("Transfer-Encoding: chunked\r\n");
-  }
-  append_via(out, resp);
+  append_list_with(out, resp, "Via", via_version(resp), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
   if (plan.close_after) {
     out.append("Connection: close\r\n");

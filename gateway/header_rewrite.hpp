@@ -22,12 +22,12 @@ struct ForwardContext {
 void build_upstream_request_head(const http::MessageHead& req, const ForwardContext& ctx,
                                  std::string& out);
 
-// How the response body travels to the client.
+// How the response body travels to the client. Bodies are always relayed
+// from the decoded bytes (see Http1Parser::decoded()).
 enum class ClientBodyMode : uint8_t {
-  kNone,         // HEAD, 204, 304, or no body
-  kPassthrough,  // raw upstream framing (Content-Length or chunked) relayed as is
-  kChunkWrap,    // body runs until upstream close -> re-framed as chunked (HTTP/1.1 client)
-  kUntilClose,   // HTTP/1.0 client: decoded body, then close
+  kNone,      // HEAD, 1xx, 204, 304, or an empty body
+  kIdentity,  // bytes as they are: Content-Length framed, or until close (HTTP/1.0 client)
+  kChunked,   // chunk framing written by Torii (upstream chunked or close-delimited)
 };
 
 struct ClientResponsePlan {

@@ -193,6 +193,9 @@ void Master::on_terminate(bool graceful) {
     LogLine(LogLevel::kInfo, force ? "forced stop" : "stopping now").flush_now();
     signal_workers(force ? SIGKILL : SIGINT);
   } else {
+    // Nothing will accept new connections any more: let the kernel refuse
+    // them once the workers have taken what is queued and closed theirs.
+    for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
     LogLine(LogLevel::kInfo, "graceful shutdown: draining workers")
         .kv("deadline_ms", static_cast<int64_t>(config_.timeouts.drain.count()))
         .flush_now();

@@ -4,6 +4,61 @@ namespace torii::gateway {
 
 using http::iequals;
 
+namespace {
+
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 3986 reg-name characters: unreserved / pct-encoded / sub-delims.
+bool is_reg_name(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+    const bool sub_delim = c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' ||
+                           c == '*' || c == '+' || c == ',' || c == ';' || c == '=';
+    if (unreserved || sub_delim) continue;
+    if (c == '%' && i + 2 < s.size() && is_hex(s[i + 1]) && is_hex(s[i + 2])) {
+      i += 2;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+bool is_port(std::string_view s) {
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return s.size() <= 5;
+}
+
+}  // namespace
+
+bool is_valid_host_value(std::string_view host) {
+  std::string_view port;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    for (char c : host.substr(1, close - 1)) {
+      if (!is_hex(c) && c != ':' && c != '.') return false;
+    }
+    std::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return false;
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    size_t colon = host.rfind(':');
+    if (colon != std::string_view::npos) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+    }
+    if (!is_reg_name(host)) return false;
+  }
+  return is_port(port);
+}
+
 bool expects_continue(const http::MessageHead& head) {
   return iequals(head.get("expect"), "100-continue");
 }
@@ -19,6 +74,9 @@ CheckResult check_request_head(const http::MessageHead& head) {
   }
   if (head.host_count > 1) return {Error::kBadRequest, "duplicate Host header"};
   if (head.host_count == 0 && !head.is_http10()) return {Error::kBadRequest, "missing Host header"};
+  if (head.host_count == 1 && !is_valid_host_value(head.get("host"))) {
+    return {Error::kBadRequest, "invalid Host header"};
+  }
   if (head.content_length_count > 1) return {Error::kBadRequest, "duplicate Content-Length"};
   if (head.has_transfer_encoding && head.is_http10()) {
     return {Error::kBadRequest, "Transfer-Encoding in an HTTP/1.0 request"};

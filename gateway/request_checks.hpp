@@ -18,6 +18,9 @@ struct CheckResult {
 
 CheckResult check_request_head(const http::MessageHead& head);
 
+// RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ].
+bool is_valid_host_value(std::string_view host);
+
 // True when the request carries "Expect: 100-continue".
 bool expects_continue(const http::MessageHead& head);
 

@@ -21,18 +21,38 @@ std::string normalize_host(std::string_view host) {
   return out;
 }
 
-std::string_view target_path(std::string_view target) {
-  if (!target.empty() && target.front() != '/') {
-    // absolute-form: scheme://authority/path?query
-    size_t scheme_end = target.find("://");
-    if (scheme_end != std::string_view::npos) {
-      size_t path_start = target.find('/', scheme_end + 3);
-      target =
-          path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
+RequestTarget split_target(std::string_view target) {
+  RequestTarget t;
+  if (target.empty() || target.front() == '/' || target == "*") {
+    t.path_and_query = target;
+  } else if (size_t scheme_end = target.find("://"); scheme_end != std::string_view::npos) {
+    t.absolute = true;
+    std::string_view rest = target.substr(scheme_end + 3);
+    size_t authority_end = rest.find_first_of("/?#");
+    if (authority_end == std::string_view::npos) authority_end = rest.size();
+    t.authority = rest.substr(0, authority_end);
+    if (size_t at = t.authority.rfind('@'); at != std::string_view::npos) {
+      t.authority.remove_prefix(at + 1);
     }
+    rest.remove_prefix(authority_end);
+    // An empty path is "/" (RFC 9112 3.2.1); a query right after the
+    // authority keeps its '?' ("http://a?x" -> "/?x", handled by the caller).
+    t.path_and_query = rest.empty() ? std::string_view("/") : rest;
+  } else {
+    t.path_and_query = target;
   }
-  size_t q = target.find_first_of("?#");
-  return q == std::string_view::npos ? target : target.substr(0, q);
+  std::string_view pq = t.path_and_query;
+  size_t q = pq.find_first_of("?#");
+  t.path = q == std::string_view::npos ? pq : pq.substr(0, q);
+  if (t.path.empty()) t.path = "/";
+  return t;
+}
+
+std::string_view target_path(std::string_view target) { return split_target(target).path; }
+
+std::string_view request_authority(const http::MessageHead& head) {
+  RequestTarget t = split_target(head.target);
+  return t.absolute ? t.authority : head.get("host");
 }
 
 Router::Router(const std::vector<conf::Route>& routes) {

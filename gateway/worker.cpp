@@ -2,6 +2,7 @@
 
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -139,7 +140,21 @@ void Worker::start_drain() {
       .kv("worker", index_)
       .kv("connections", connections_.size())
       .flush_now();
-  for (auto& l : listeners_) uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+  // Connections already queued on our sockets were promised service: take
+  // them all before closing, rather than let the close reset them.
+  for (auto& l : listeners_) {
+    uv_os_fd_t fd = -1;
+    uv_fileno(reinterpret_cast<uv_handle_t*>(&l->tcp), &fd);
+    for (;;) {
+      int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (client < 0) break;
+      connections_.emplace_back(*this);
+      ClientConnection& conn = connections_.back();
+      conn.self_ = std::prev(connections_.end());
+      conn.adopt(client);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+  }
   for (ClientConnection& c : connections_) c.start_drain();
   uv_timer_start(
       &drain_timer_,

@@ -21,10 +21,9 @@ class ExchangeSink {
   // (the keep-alive race); the caller decides if the request is safe to replay.
   virtual void on_upstream_error(Error error, bool retryable) = 0;
   virtual void on_response_head(const http::MessageHead& head) = 0;
-  // Raw body bytes as framed on the wire; `decoded` holds the de-chunked
-  // spans when the sink asked for them.
-  virtual void on_response_body(const BlockRef& block, std::string_view raw,
-                                const std::vector<std::string_view>& decoded) = 0;
+  // Body bytes (chunk framing removed) as spans of `block`.
+  virtual void on_response_body(const BlockRef& block,
+                                const std::vector<std::string_view>& data) = 0;
   // The response ended; the connection is already back in its pool.
   virtual void on_response_complete() = 0;
   // The response broke off after its head was delivered.

@@ -104,10 +104,11 @@ void UpstreamConnection::send_request_head(std::string_view head, bool head_requ
   start_timer(pool_.settings().response_timeout_ms);
 }
 
-bool UpstreamConnection::send_body(const BlockRef& block, std::string_view bytes) {
-  if (state_ != State::kActive) return true;
-  WriteBatch* b = io_.batches.acquire();
-  b->append_borrowed(block, bytes);
+bool UpstreamConnection::send_body(WriteBatch* b) {
+  if (state_ != State::kActive || b->empty()) {
+    io_.batches.recycle(b);
+    return true;
+  }
   int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
   if (rc != 0) {
     fail(Error::kUpstreamReset);
@@ -202,10 +203,10 @@ void UpstreamConnection::process_input() {
         continue;
       }
       case Event::kBody:
-        sink_->on_response_body(in_.block(), r.body, parser_.decoded());
+        sink_->on_response_body(in_.block(), parser_.decoded());
         continue;
       case Event::kMessageComplete:
-        if (!r.body.empty()) sink_->on_response_body(in_.block(), r.body, parser_.decoded());
+        if (!parser_.decoded().empty()) sink_->on_response_body(in_.block(), parser_.decoded());
         if (sink_ != nullptr) finish_response();
         return;
       case Event::kError:

@@ -34,16 +34,15 @@ class UpstreamConnection final : public WriteCompletion {
   void attach(ExchangeSink* sink);
   // Sends the request head; response events follow.
   void send_request_head(std::string_view head, bool head_request);
-  // Queues raw request body bytes. Returns false when the outbound queue is
-  // over the high watermark: stop feeding until on_request_drained().
-  bool send_body(const BlockRef& block, std::string_view bytes);
+  // Sends request body bytes prepared by the client side (the batch is
+  // taken over). Returns false when the outbound queue is over the high
+  // watermark: stop feeding until on_request_drained().
+  bool send_body(WriteBatch* batch);
   // All of the request body has been queued.
   void request_complete() { request_sent_ = true; }
   // The client side gives up on the exchange (client gone, error): closes the connection.
   void abort();
 
-  // The sink wants de-chunked body spans (HTTP/1.0 client).
-  void want_decoded_body(bool v) { parser_.collect_decoded(v); }
   void pause_reading();
   void resume_reading();
 

@@ -1,0 +1,352 @@
+#!/usr/bin/python3
+"""Torii test / demo origin: a small aiohttp HTTP/1.1 server.
+
+Usage:
+    /usr/bin/python3 tests/origin/origin.py --host 127.0.0.1 --port 9001 --name demo
+
+With --port 0 the kernel picks a port. Once listening, the origin prints
+``ORIGIN_PORT=<port>`` on stdout (flushed), so a harness can read it.
+
+Endpoints (every response carries ``X-Origin-Name: <name>``):
+
+  /                          small demo page ("Hello from the Torii demo origin")
+  /echo                      any method: JSON with method, path, query, version,
+                             headers (list of [name, value] pairs as received),
+                             body_length and body_sha256 (body streamed, not buffered)
+  /delay?ms=N                sleep N ms before the response headers, then like /echo
+  /status/{code}[?cl=N]      empty response with that status (cl: add a
+                             Content-Length header without a body, e.g. for 304)
+  /bytes/{n}                 n deterministic bytes, Content-Length framed
+  /chunked?size=N&chunks=K   N deterministic bytes in K chunks, chunked framing
+  /close-delimited?size=N    N deterministic bytes, no length: the body ends when
+                             the origin closes the connection (HTTP/1.0 style)
+  /slow-body?ms=N[&size=M]   headers at once, the M-byte body (default 16) after N ms
+  /stream?mb=N               N MiB streamed with Content-Length (backpressured writes)
+  /close-mid-response        headers announce 1 MiB, 64 KiB are sent, then the
+                             connection is aborted
+  /headers?set=Name:Value&.. adds the given response headers (repeatable)
+  /count[/...]               counts itself; returns the number of hits of this path
+  /stats[?reset=1]           JSON counters: total requests, per path, per
+                             "METHOD path", TCP connections accepted. /stats is
+                             never counted itself (nor a connection it opened).
+
+Deterministic content: byte i of a body is ``i % 251``.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import socket
+import sys
+from collections import Counter
+
+from aiohttp import web
+
+PATTERN_PERIOD = 251
+_PATTERN = bytes(i % PATTERN_PERIOD for i in range(PATTERN_PERIOD)) * 1045  # ~256 KiB
+_BLOCK = _PATTERN[: (len(_PATTERN) // PATTERN_PERIOD) * PATTERN_PERIOD]
+
+
+def pattern_bytes(n, offset=0):
+    """Return n deterministic bytes starting at stream position `offset`."""
+    out = bytearray()
+    start = offset % PATTERN_PERIOD
+    while len(out) < n:
+        take = min(n - len(out), len(_BLOCK) - start)
+        out += _BLOCK[start:start + take]
+        start = 0
+    return bytes(out)
+
+
+class Stats:
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.total = 0
+        self.paths = Counter()
+        self.requests = Counter()
+        self.connections = 0  # accepted TCP connections ...
+        self.stats_connections = 0  # ... of which the first request was /stats (the test's own)
+        self.in_flight = Counter()
+
+    def as_dict(self):
+        return {
+            "total": self.total,
+            "paths": dict(self.paths),
+            "requests": dict(self.requests),
+            "connections": self.connections - self.stats_connections,
+            "in_flight": {k: v for k, v in self.in_flight.items() if v},
+        }
+
+
+STATS = Stats()
+
+
+@web.middleware
+async def common_middleware(request, handler):
+    counted = request.path != "/stats"
+    transport = request.transport
+    if transport is not None and not getattr(transport, "_torii_seen", False):
+        transport._torii_seen = True
+        if not counted:
+            STATS.stats_connections += 1
+    if counted:
+        STATS.total += 1
+        STATS.paths[request.path] += 1
+        STATS.requests[f"{request.method} {request.path}"] += 1
+        STATS.in_flight[request.path] += 1
+    try:
+        resp = await handler(request)
+    finally:
+        if counted:
+            STATS.in_flight[request.path] -= 1
+    return resp
+
+
+async def add_origin_name(request, response):
+    response.headers["X-Origin-Name"] = request.app["name"]
+
+
+def _int_arg(request, name, default):
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"bad integer for {name}\n")
+
+
+async def _drain_body(request):
+    h = hashlib.sha256()
+    n = 0
+    async for chunk in request.content.iter_any():
+        h.update(chunk)
+        n += len(chunk)
+    return n, h.hexdigest()
+
+
+async def _echo_response(request):
+    n, digest = await _drain_body(request)
+    doc = {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query_string,
+        "version": f"{request.version.major}.{request.version.minor}",
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
+        "body_length": n,
+        "body_sha256": digest,
+        "remote": request.remote,
+    }
+    return web.json_response(doc)
+
+
+async def index(request):
+    return web.Response(
+        text="<!doctype html>\n<title>Torii demo origin</title>\n"
+        "<h1>Hello from the Torii demo origin</h1>\n"
+        f"<p>origin <b>{request.app['name']}</b> served {request.method} {request.path_qs}</p>\n",
+        content_type="text/html",
+    )
+
+
+async def echo(request):
+    return await _echo_response(request)
+
+
+async def delay(request):
+    await asyncio.sleep(_int_arg(request, "ms", 1000) / 1000.0)
+    return await _echo_response(request)
+
+
+async def status(request):
+    await _drain_body(request)
+    code = int(request.match_info["code"])
+    resp = web.StreamResponse(status=code)
+    if "cl" in request.query:
+        # Content-Length describing the representation, with no body (304/HEAD style).
+        resp.headers["Content-Length"] = str(_int_arg(request, "cl", 0))
+        resp._length_check = False
+    elif code in (204, 304) or code < 200:
+        resp._length_check = False  # bodiless by definition: no framing, stay keep-alive
+    else:
+        resp.content_length = 0
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
+async def fixed_bytes(request):
+    await _drain_body(request)
+    n = int(request.match_info["n"])
+    body = pattern_bytes(n)
+    return web.Response(body=body, headers={"X-Body-Sha256": hashlib.sha256(body).hexdigest()})
+
+
+async def chunked(request):
+    await _drain_body(request)
+    size = _int_arg(request, "size", 100000)
+    chunks = max(1, _int_arg(request, "chunks", 10))
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    resp.headers["X-Body-Sha256"] = hashlib.sha256(pattern_bytes(size)).hexdigest()
+    await resp.prepare(request)
+    step, rest = divmod(size, chunks)
+    pos = 0
+    for i in range(chunks):
+        n = step + (1 if i < rest else 0)
+        if n:
+            await resp.write(pattern_bytes(n, pos))
+            pos += n
+    await resp.write_eof()
+    return resp
+
+
+async def close_delimited(request):
+    await _drain_body(request)
+    size = _int_arg(request, "size", 100000)
+    resp = web.StreamResponse()
+    resp._length_check = False  # neither Content-Length nor chunked: body ends at close
+    resp.force_close()  # adds "Connection: close" and closes after the body
+    resp.headers["X-Body-Sha256"] = hashlib.sha256(pattern_bytes(size)).hexdigest()
+    await resp.prepare(request)
+    pos = 0
+    while pos < size:
+        n = min(65536, size - pos)
+        await resp.write(pattern_bytes(n, pos))
+        pos += n
+    await resp.write_eof()
+    return resp
+
+
+async def slow_body(request):
+    await _drain_body(request)
+    size = _int_arg(request, "size", 16)
+    resp = web.StreamResponse()
+    resp.content_length = size
+    await resp.prepare(request)
+    await asyncio.sleep(_int_arg(request, "ms", 1000) / 1000.0)
+    await resp.write(pattern_bytes(size))
+    await resp.write_eof()
+    return resp
+
+
+async def stream(request):
+    await _drain_body(request)
+    total = _int_arg(request, "mb", 100) * 1024 * 1024
+    resp = web.StreamResponse()
+    resp.content_length = total
+    await resp.prepare(request)
+    sent = 0
+    block = _BLOCK
+    while sent < total:
+        # Block length is a multiple of the pattern period, so content stays deterministic.
+        chunk = block if total - sent >= len(block) else block[: total - sent]
+        await resp.write(chunk)  # drains: respects TCP backpressure
+        sent += len(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def close_mid_response(request):
+    await _drain_body(request)
+    resp = web.StreamResponse()
+    resp.content_length = 1024 * 1024
+    await resp.prepare(request)
+    await resp.write(pattern_bytes(65536))
+    await asyncio.sleep(0.05)
+    request.transport.abort()
+    raise asyncio.CancelledError()
+
+
+async def set_headers(request):
+    await _drain_body(request)
+    resp = web.Response(text="headers set\n")
+    for item in request.query.getall("set", []):
+        name, sep, value = item.partition(":")
+        if not sep or not name:
+            raise web.HTTPBadRequest(text=f"bad set={item!r}, want Name:Value\n")
+        resp.headers.add(name.strip(), value.strip())
+        if name.strip().lower() == "connection" and "close" in value.lower():
+            resp.force_close()
+    return resp
+
+
+async def count(request):
+    await _drain_body(request)
+    return web.json_response({"path": request.path, "count": STATS.paths[request.path]})
+
+
+async def stats(request):
+    if request.query.get("reset"):
+        STATS.reset()
+    return web.json_response(STATS.as_dict())
+
+
+def make_app(name):
+    app = web.Application(middlewares=[common_middleware], client_max_size=1 << 40)
+    app["name"] = name
+    app.on_response_prepare.append(add_origin_name)
+    r = app.router
+    r.add_route("*", "/", index)
+    r.add_route("*", "/echo", echo)
+    r.add_route("*", "/echo/{tail:.*}", echo)
+    r.add_route("*", "/delay", delay)
+    r.add_route("*", "/status/{code:\\d{3}}", status)
+    r.add_route("*", "/bytes/{n:\\d+}", fixed_bytes)
+    r.add_route("*", "/chunked", chunked)
+    r.add_route("*", "/close-delimited", close_delimited)
+    r.add_route("*", "/slow-body", slow_body)
+    r.add_route("*", "/stream", stream)
+    r.add_route("*", "/close-mid-response", close_mid_response)
+    r.add_route("*", "/headers", set_headers)
+    r.add_route("*", "/count", count)
+    r.add_route("*", "/count/{tail:.*}", count)
+    r.add_route("GET", "/stats", stats)
+    return app
+
+
+async def serve(host, port, name, keepalive_timeout):
+    app = make_app(name)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=keepalive_timeout,
+        max_line_size=1 << 20,
+        max_field_size=1 << 20,
+        max_headers=1 << 20,
+    )
+    await runner.setup()
+
+    def protocol_factory():
+        STATS.connections += 1
+        return runner.server()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        protocol_factory, host, port, reuse_address=True, family=socket.AF_INET
+    )
+    real_port = server.sockets[0].getsockname()[1]
+    print(f"ORIGIN_PORT={real_port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Torii test/demo origin (aiohttp)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9001)
+    p.add_argument("--name", default="origin")
+    p.add_argument("--keepalive-timeout", type=float, default=75.0,
+                   help="seconds an idle keep-alive connection is kept open")
+    args = p.parse_args(argv)
+    try:
+        asyncio.run(serve(args.host, args.port, args.name, args.keepalive_timeout))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
