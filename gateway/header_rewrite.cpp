@@ -196,12 +196,10 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
     if (iequals(n, "content-length") && plan.mode == ClientBodyMode::kChunked) continue;
     append_header(out, h.name, h.value);
   }
-  if (plan.mode == ClientBodyMode::kChunked) {
-    append_chunked_te(out, resp);
-  } else if (plan.mode == ClientBodyMode::kNone && resp.has_transfer_encoding && !client_10 &&
-             (req.method == "HEAD" || resp.status == 304)) {
-    append_chunked_te(out, resp);  // what a GET would have carried
-  }
+  // A HEAD/304 answer to an HTTP/1.1 client carries the framing a GET would have had.
+  const bool representation_te = plan.mode == ClientBodyMode::kNone && resp.has_transfer_encoding &&
+                                 !client_10 && (req.method == "HEAD" || resp.status == 304);
+  if (plan.mode == ClientBodyMode::kChunked || representation_te) append_chunked_te(out, resp);
   append_list_with(out, resp, "Via", via_version(resp), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
   if (plan.close_after) {

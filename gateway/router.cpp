@@ -23,9 +23,10 @@ std::string normalize_host(std::string_view host) {
 
 RequestTarget split_target(std::string_view target) {
   RequestTarget t;
-  if (target.empty() || target.front() == '/' || target == "*") {
-    t.path_and_query = target;
-  } else if (size_t scheme_end = target.find("://"); scheme_end != std::string_view::npos) {
+  t.path_and_query = target;  // origin-form, asterisk-form
+  const bool origin_form = target.empty() || target.front() == '/' || target == "*";
+  if (size_t scheme_end = target.find("://");
+      !origin_form && scheme_end != std::string_view::npos) {
     t.absolute = true;
     std::string_view rest = target.substr(scheme_end + 3);
     size_t authority_end = rest.find_first_of("/?#");
@@ -38,8 +39,6 @@ RequestTarget split_target(std::string_view target) {
     // An empty path is "/" (RFC 9112 3.2.1); a query right after the
     // authority keeps its '?' ("http://a?x" -> "/?x", handled by the caller).
     t.path_and_query = rest.empty() ? std::string_view("/") : rest;
-  } else {
-    t.path_and_query = target;
   }
   std::string_view pq = t.path_and_query;
   size_t q = pq.find_first_of("?#");
