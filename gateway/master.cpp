@@ -158,6 +158,9 @@ void Master::on_child_exit() {
       slot->backoff_ms = ran_ms >= kHealthyRunMs ? 0
                          : slot->backoff_ms == 0 ? kMinBackoffMs
                                                  : std::min(slot->backoff_ms * 2, kMaxBackoffMs);
+      LogLine(LogLevel::kInfo, "worker respawn scheduled")
+          .kv("worker", slot->index)
+          .kv("delay_ms", slot->backoff_ms);
       uv_timer_start(
           &slot->respawn_timer,
           [](uv_timer_t* t) {

@@ -2,6 +2,7 @@
 delivery to a fast client."""
 
 import socket
+import threading
 import time
 
 from helpers import make_config, parse_head, simple_get, vm_rss_kib
@@ -80,3 +81,96 @@ def test_fast_client_gets_all_bytes(origin, torii):
         assert head2.status == 200
     finally:
         s.close()
+
+
+class SlowReadingUpstream:
+    """A raw upstream that reads a request body slowly (small receive buffer,
+    64 KiB every 10 ms) and answers 200 with the byte count once it has it all
+    or when told to stop. Used to show that a fast uploader does not make the
+    gateway buffer the body: the gateway must stop reading from the client."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.received = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = conn.recv(4096)
+                if not d:
+                    return
+                buf += d
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            self.received = len(rest)
+            while not self.stop.is_set():
+                try:
+                    d = conn.recv(65536)
+                except OSError:
+                    return
+                if not d:
+                    return
+                self.received += len(d)
+                time.sleep(0.01)
+            body = str(self.received).encode()
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+def test_fast_upload_to_slow_upstream_bounded_worker_memory(torii):
+    up = SlowReadingUpstream()
+    try:
+        cfg = make_config(up.port, workers=1)
+        cfg["limits"]["max_body"] = "1GiB"
+        t = torii(cfg)
+        (worker,) = t.worker_pids()
+        baseline = peak = vm_rss_kib(worker)
+        total = 300 * MIB
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+        sent = 0
+        try:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nContent-Length: %d\r\n\r\n" % total)
+            chunk = b"x" * (256 * 1024)
+            s.setblocking(False)
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                try:
+                    sent += s.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.005)
+                peak = max(peak, vm_rss_kib(worker))
+        finally:
+            s.close()
+        growth_mib = (peak - baseline) / 1024
+        assert up.received > 0, "the upstream received nothing (test precondition)"
+        assert sent < total, "the upload was not held back (test precondition)"
+        # What the client pushed but the upstream has not read sits in kernel
+        # buffers, not in the worker: its RSS stays flat.
+        assert growth_mib < 64, (f"worker RSS grew by {growth_mib:.1f} MiB while the client sent "
+                                 f"{sent / MIB:.0f} MiB and the upstream read {up.received / MIB:.1f} MiB")
+        assert sent - up.received < 64 * MIB, (
+            f"client sent {sent / MIB:.0f} MiB but the upstream read only {up.received / MIB:.1f} MiB")
+        assert t.worker_pids() == [worker]
+    finally:
+        up.close()

@@ -141,3 +141,36 @@ def _quiet_get(port, target):
         simple_get(port, target, timeout=6)
     except Exception:  # noqa: BLE001 -- the gateway is being killed under it
         pass
+
+
+def test_crash_looping_worker_respawn_backs_off(origin, torii):
+    """A worker that keeps dying right after start is respawned with a growing
+    delay (100 ms, doubling); one that ran long enough comes back at once."""
+    t = torii(make_config(origin.port, workers=1))
+    delays = []
+    for round_ in range(4):
+        n_ready = len(t.records("worker ready"))
+        n_sched = len(t.records("worker respawn scheduled"))
+        (victim,) = t.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        sched = t.wait_records(
+            lambda recs: [r for r in recs if r.get("msg") == "worker respawn scheduled"][n_sched:],
+            5, "'worker respawn scheduled' line")
+        delays.append(int(sched[0]["delay_ms"]))
+        t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "worker ready"][n_ready:],
+                       5, f"worker ready after kill #{round_ + 1}")
+    # The first victim had just started too (the fixture waits only for
+    # readiness), so every kill counts as a crash loop.
+    assert delays == [100, 200, 400, 800], delays
+    # After a healthy run (>= 2 s) the next respawn is immediate again.
+    time.sleep(2.2)
+    n_sched = len(t.records("worker respawn scheduled"))
+    (victim,) = t.worker_pids()
+    os.kill(victim, signal.SIGKILL)
+    sched = t.wait_records(
+        lambda recs: [r for r in recs if r.get("msg") == "worker respawn scheduled"][n_sched:],
+        5, "'worker respawn scheduled' line")
+    assert int(sched[0]["delay_ms"]) == 0, sched
+    wait_for(lambda: len(t.worker_pids()) == 1 and victim not in t.worker_pids(), 3,
+             what="replacement worker")
+    assert simple_get(t.port, "/echo").status == 200
