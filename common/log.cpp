@@ -126,7 +126,9 @@ bool parse_log_level(std::string_view name, LogLevel& out) {
 
 LogLine::LogLine(LogLevel level, std::string_view message) : enabled_(level >= state().level) {
   if (!enabled_) return;
-  std::string& b = state().buffer;
+  // The line is built on its own and appended whole when it ends, so two
+  // lines alive at once never interleave.
+  std::string& b = line_;
   b.append("ts=");
   append_timestamp(b);
   b.append(" level=");
@@ -148,13 +150,14 @@ LogLine::LogLine(LogLevel level, std::string_view message) : enabled_(level >= s
 LogLine::~LogLine() {
   if (!enabled_) return;
   LogState& s = state();
-  s.buffer.push_back('\n');
+  line_.push_back('\n');
+  s.buffer.append(line_);
   if (flush_now_ || s.buffer.size() >= LogState::kFlushThreshold) log::flush();
 }
 
 LogLine& LogLine::kv(std::string_view key, std::string_view value) {
   if (!enabled_) return *this;
-  std::string& b = state().buffer;
+  std::string& b = line_;
   b.push_back(' ');
   b.append(key);
   b.push_back('=');

@@ -49,6 +49,7 @@ class LogLine {
   LogLine& kv_int(std::string_view key, int64_t value);
   LogLine& kv_uint(std::string_view key, uint64_t value);
   bool enabled_;
+  std::string line_;
   bool flush_now_ = false;
 };
 

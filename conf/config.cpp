@@ -589,9 +589,17 @@ std::vector<Listener> read_listeners(const Node& node) {
 }
 
 Admin read_admin(const Node& node, const std::vector<Listener>& listeners) {
-  const ObjectReader obj(node, {"address"});
+  const ObjectReader obj(node, {"address", "token"});
   const Node address_node = obj.required("address");
-  Admin admin{read_bind_address(address_node)};
+  Admin admin{read_bind_address(address_node), {}};
+  if (auto n = obj.optional("token")) {
+    admin.token = read_string(*n);
+    if (admin.token.size() < 16) n->fail("token must be at least 16 characters");
+    for (char c : admin.token) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+        n->fail("token must be printable, without spaces");
+    }
+  }
   for (size_t i = 0; i < listeners.size(); ++i) {
     if (admin.address.port != 0 && same_address(admin.address, listeners[i].address)) {
       address_node.fail("address " + admin.address.str() + " is already used by /listeners/" +
@@ -599,6 +607,34 @@ Admin read_admin(const Node& node, const std::vector<Listener>& listeners) {
     }
   }
   return admin;
+}
+
+AccessLog read_access_log(const Node& node, const std::string& config_file) {
+  const ObjectReader obj(node, {"path", "format", "buffer", "flush_interval"});
+  AccessLog log;
+  if (auto n = obj.optional("path")) {
+    log.path = read_string(*n);
+    if (log.path.empty()) n->fail("path must not be empty (use \"off\" to disable)");
+    if (log.path != "off" && log.path != "stdout" && log.path != "stderr" &&
+        log.path.front() != '/') {
+      const size_t slash = config_file.rfind('/');
+      if (slash != std::string::npos) log.path = config_file.substr(0, slash + 1) + log.path;
+    }
+  }
+  if (auto n = obj.optional("format")) {
+    const std::string f = read_string(*n);
+    if (f == "json") {
+      log.format = AccessLogFormat::kJson;
+    } else if (f == "combined") {
+      log.format = AccessLogFormat::kCombined;
+    } else {
+      n->fail("unknown format " + quote(f) + suggestion_suffix(f, {"json", "combined"}) +
+              " (expected \"json\" or \"combined\")");
+    }
+  }
+  if (auto n = obj.optional("buffer")) log.buffer_bytes = read_size(*n, 1024, 64ull << 20);
+  if (auto n = obj.optional("flush_interval")) log.flush_interval = read_timeout(*n);
+  return log;
 }
 
 Limits read_limits(const Node& node) {
@@ -743,9 +779,20 @@ RouteMatch read_route_match(const Node& node) {
 }
 
 Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
-  const ObjectReader obj(node, {"match", "upstream"});
+  const ObjectReader obj(node, {"name", "match", "upstream"});
   Route route;
   if (auto n = obj.optional("match")) route.match = read_route_match(*n);
+  if (auto n = obj.optional("name")) {
+    route.name = read_string(*n);
+    if (route.name.empty() || route.name.size() > 64) n->fail("name must be 1 to 64 characters");
+    for (char c : route.name) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == '"' || c == '\\' || c == 0x7f) {
+        n->fail("name must be printable, without quotes or backslashes");
+      }
+    }
+  } else {
+    route.name = route.match.host + route.match.path_prefix;
+  }
   const Node upstream_node = obj.required("upstream");
   route.upstream = read_string(upstream_node);
   const auto found = std::find_if(upstreams.begin(), upstreams.end(),
@@ -765,7 +812,7 @@ Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
 Config read_config(const Node& root) {
   if (!root.value().is_object()) root.fail_type("a JSON object at the top level");
   const ObjectReader obj(root, {"workers", "log_level", "listeners", "admin", "limits", "timeouts",
-                                "upstreams", "routes"});
+                                "access_log", "upstreams", "routes"});
   Config config;
   config.source_path = root.file();
   if (auto n = obj.optional("workers")) config.workers = read_workers(*n);
@@ -774,9 +821,21 @@ Config read_config(const Node& root) {
   if (auto n = obj.optional("admin")) config.admin = read_admin(*n, config.listeners);
   if (auto n = obj.optional("limits")) config.limits = read_limits(*n);
   if (auto n = obj.optional("timeouts")) config.timeouts = read_timeouts(*n);
+  if (auto n = obj.optional("access_log")) config.access_log = read_access_log(*n, root.file());
   config.upstreams = read_upstreams(obj.required("upstreams"));
-  for (const Node& element : read_array(obj.required("routes"), /*allow_empty=*/false)) {
+  const Node routes_node = obj.required("routes");
+  for (const Node& element : read_array(routes_node, /*allow_empty=*/false)) {
     config.routes.push_back(read_route(element, config.upstreams));
+  }
+  // Route names label metrics and logs: they must tell routes apart.
+  for (size_t i = 0; i < config.routes.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (config.routes[i].name == config.routes[j].name) {
+        routes_node.element(i).fail("route name " + quote(config.routes[i].name) +
+                                    " is already used by /routes/" + std::to_string(j) +
+                                    " (give one of them a \"name\")");
+      }
+    }
   }
   return config;
 }

@@ -46,6 +46,21 @@ struct Listener {
 
 struct Admin {
   HostPort address;
+  // Bearer token for the mutating admin endpoints (purge, ...); read-only
+  // endpoints (/metrics, /healthz, /readyz) need none. Empty: those
+  // endpoints are disabled.
+  std::string token;
+};
+
+enum class AccessLogFormat : uint8_t { kJson, kCombined };
+
+struct AccessLog {
+  // "off", "stdout", "stderr" or a file path (relative to the config file's folder).
+  std::string path = "off";
+  AccessLogFormat format = AccessLogFormat::kJson;
+  uint64_t buffer_bytes = 64 * 1024;  // a worker flushes when this much is buffered
+  Millis flush_interval{200};         // ... or this often
+  bool enabled() const { return path != "off"; }
 };
 
 struct UpstreamPoolConfig {
@@ -71,6 +86,7 @@ struct RouteMatch {
 };
 
 struct Route {
+  std::string name;  // metric/log label; default "<host><path_prefix>"
   RouteMatch match;
   std::string upstream;       // key into Config::upstreams (validated)
   size_t upstream_index = 0;  // index into Config::upstreams, filled by validation
@@ -85,6 +101,7 @@ struct Config {
   std::vector<Route> routes;        // in file order
   Limits limits;
   Timeouts timeouts;
+  AccessLog access_log;
   std::string log_level = "info";  // "debug" | "info" | "warn" | "error"
 };
 

@@ -77,6 +77,9 @@ bool ClientConnection::adopt(int fd) {
 }
 
 void ClientConnection::start() {
+  worker_.stats().gauge_add(worker_.layout().connections_active, 1);
+  counted_active_ = true;
+  route_index_ = worker_.layout().route_count - 1;
   uv_tcp_nodelay(&tcp_, 1);
   sockaddr_storage peer{};
   int len = sizeof peer;
@@ -130,7 +133,10 @@ void ClientConnection::on_read(ssize_t nread) {
     return;
   }
   in_.commit(static_cast<size_t>(nread));
+  worker_.stats().add(worker_.layout().received_bytes, static_cast<uint64_t>(nread));
+  exchange_bytes_in_ += static_cast<uint64_t>(nread);
   if (state_ == State::kIdle) {
+    exchange_start_ns_ = uv_hrtime();  // a request's clock starts at its first byte
     state_ = State::kReadingHead;
     set_timer(TimerPhase::kHeader);
   } else if (state_ == State::kProxying && !request_complete_) {
@@ -200,6 +206,7 @@ void ClientConnection::process_input() {
 
 void ClientConnection::on_request_head() {
   const http::MessageHead& head = parser_.head();
+  if (exchange_start_ns_ == 0) exchange_start_ns_ = uv_hrtime();
   CheckResult check = check_request_head(head);
   if (check.error != Error::kNone) {
     LogLine(LogLevel::kDebug, "bad request").kv("client", client_ip_).kv("reason", check.reason);
@@ -220,6 +227,7 @@ void ClientConnection::on_request_head() {
     local_reply(Error::kNoRoute, head.has_body());
     return;
   }
+  route_index_ = *route;
   group_ = &worker_.group(worker_.config().routes[*route].upstream_index);
   if (head.has_body() && expects_continue(head)) {
     // RFC 9110 10.1.1: we answer the expectation ourselves and stream the body on.
@@ -286,6 +294,7 @@ void ClientConnection::on_request_body(bool last) {
 
 void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   ticket_.reset();
+  upstream_start_ns_ = uv_hrtime();
   upstream_ = &conn;
   state_ = State::kProxying;
   const http::MessageHead& head = parser_.head();
@@ -309,6 +318,7 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
   // forwarded and the method is idempotent (RFC 9110 9.2.2).
   if (retryable && !retried_ && !head.has_body() && http::is_idempotent_method(head.method)) {
     retried_ = true;
+    group_->count_retry();
     LogLine(LogLevel::kDebug, "retrying on a fresh upstream connection")
         .kv("request_id", request_id_);
     state_ = State::kWaitingUpstream;
@@ -324,6 +334,7 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
 
 void ClientConnection::on_response_head(const http::MessageHead& head) {
   response_started_ = true;
+  status_ = head.status;
   ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
   const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
   plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
@@ -356,6 +367,7 @@ void ClientConnection::on_response_batch_end() {
 
 void ClientConnection::on_response_complete() {
   upstream_ = nullptr;
+  upstream_ns_ = uv_hrtime() - upstream_start_ns_;
   if (plan_.mode == ClientBodyMode::kChunked) out().append_static(kLastChunk);
   flush();
   finish_exchange();
@@ -368,6 +380,8 @@ void ClientConnection::on_response_aborted(Error error) {
       .kv("request_id", request_id_);
   // The head is out: the only honest signal left is an incomplete body.
   flush();
+  upstream_ns_ = uv_hrtime() - upstream_start_ns_;
+  record_exchange();
   close_after_flush();
 }
 
@@ -392,6 +406,7 @@ void ClientConnection::on_write_done(WriteBatch&, int status) {
 // ---- ending an exchange ----------------------------------------------------
 
 void ClientConnection::finish_exchange() {
+  record_exchange();
   const bool close_now = plan_.close_after || read_eof_ || draining_ || !request_complete_;
   reset_exchange();
   served_one_ = true;
@@ -415,6 +430,26 @@ void ClientConnection::reset_exchange() {
   upstream_full_ = false;
   client_full_ = false;
   request_id_[0] = '\0';
+  exchange_bytes_in_ = in_.unparsed_size();  // a pipelined request already read
+  exchange_start_ns_ = in_.unparsed_size() > 0 ? uv_hrtime() : 0;
+  exchange_bytes_out_ = 0;
+  upstream_ns_ = 0;
+  status_ = 0;
+  route_index_ = worker_.layout().route_count - 1;
+}
+
+void ClientConnection::record_exchange() {
+  if (status_ == 0) return;  // nothing was answered
+  const metrics::StatsLayout& layout = worker_.layout();
+  const http::MessageHead& head = parser_.head();
+  const size_t method = metrics::method_index(head.method);
+  const size_t status_class = metrics::status_class_index(status_);
+  const uint64_t duration_us =
+      exchange_start_ns_ != 0 ? (uv_hrtime() - exchange_start_ns_) / 1000 : 0;
+  metrics::StatsWriter& stats = worker_.stats();
+  stats.add(layout.request_cell(route_index_, method, status_class));
+  stats.observe_us(layout.duration_cell(route_index_, method, status_class), duration_us);
+  status_ = 0;  // counted once
 }
 
 void ClientConnection::abort_upstream() {
@@ -435,6 +470,7 @@ void ClientConnection::local_reply(Error error, bool close_after) {
   const http::MessageHead& head = parser_.head();
   build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
                     head.is_http10() && head.keep_alive, out().owned());
+  status_ = error_status(error);
   flush();
   state_ = State::kLocalReply;
   plan_.close_after = close_after || !head.keep_alive;
@@ -457,6 +493,9 @@ void ClientConnection::flush() {
     io_.batches.recycle(b);
     return;
   }
+  const uint64_t n = b->bytes();
+  worker_.stats().add(worker_.layout().sent_bytes, n);
+  exchange_bytes_out_ += n;
   if (b->submit(as_stream(&tcp_), this) != 0) close();
 }
 
@@ -490,6 +529,10 @@ void ClientConnection::start_drain() {
 void ClientConnection::close() {
   if (state_ == State::kClosing) return;
   abort_upstream();
+  if (counted_active_) {
+    worker_.stats().gauge_add(worker_.layout().connections_active, -1);
+    counted_active_ = false;
+  }
   state_ = State::kClosing;
   if (out_ != nullptr) {
     io_.batches.recycle(out_);

@@ -85,6 +85,8 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   WriteBatch& out();
   void flush();
   void close_after_flush();
+  // Counts the finished exchange (metrics, access log).
+  void record_exchange();
 
   Worker& worker_;
   IoContext& io_;
@@ -115,6 +117,15 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   bool draining_ = false;
   bool closing_after_flush_ = false;
   bool in_process_input_ = false;
+  bool counted_active_ = false;
+  // Per exchange, for metrics and the access log.
+  uint64_t exchange_start_ns_ = 0;
+  uint64_t upstream_start_ns_ = 0;
+  uint64_t upstream_ns_ = 0;
+  uint64_t exchange_bytes_in_ = 0;
+  uint64_t exchange_bytes_out_ = 0;
+  size_t route_index_ = 0;
+  int status_ = 0;
   bool served_one_ = false;  // a first request was completed (keep-alive timer applies)
   char request_id_[33] = {};
   char client_ip_[46] = {};

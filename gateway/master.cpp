@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "gateway/version.hpp"
 #include "gateway/worker.hpp"
 
 namespace torii::gateway {
@@ -16,9 +17,68 @@ constexpr uint64_t kMinBackoffMs = 100;
 constexpr uint64_t kMaxBackoffMs = 30'000;
 constexpr uint64_t kHealthyRunMs = 2'000;  // a worker that lived this long was not crash-looping
 constexpr uint64_t kKillGraceMs = 5'000;   // after the drain deadline
+// Cells per worker slot: room for every series of a large config (and for
+// new ones on reload); untouched pages of the shared mapping cost nothing.
+constexpr size_t kCellsPerSlot = 256 * 1024;
 }  // namespace
 
-Master::Master(conf::Config config) : config_(std::move(config)) { uv_loop_init(&loop_); }
+Master::Master(conf::Config config) : config_(std::move(config)), stats_registry_(kCellsPerSlot) {
+  uv_loop_init(&loop_);
+}
+
+void Master::setup_metrics() {
+  stats_layout_ = metrics::build_layout(stats_registry_, config_);
+  stats_segment_ = std::make_unique<metrics::StatsSegment>(config_.workers, kCellsPerSlot);
+  master_metrics_ = std::make_unique<metrics::MasterMetrics>(kVersion, config_.workers);
+  master_metrics_->reload(true, static_cast<double>(time(nullptr)));
+  collector_ = std::make_unique<metrics::SegmentCollector>(*stats_segment_, stats_registry_);
+  if (config_.admin) {
+    admin_ = std::make_unique<AdminServer>(
+        &loop_, [this](const http::MessageHead& request) { return handle_admin(request); });
+    admin_->start(config_.admin->address);
+    LogLine(LogLevel::kInfo, "admin listening").kv("address", admin_->address()).flush_now();
+  }
+}
+
+AdminResponse Master::handle_admin(const http::MessageHead& request) {
+  const std::string_view target = request.target;
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/metrics") {
+    std::vector<pid_t> pids;
+    for (const auto& s : slots_) pids.push_back(s->pid);
+    master_metrics_->sample_processes(pids);
+    return {200, "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render_metrics(*master_metrics_, *collector_)};
+  }
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/readyz") {
+    size_t ready = 0;
+    for (const auto& s : slots_) {
+      const metrics::SlotHeader& h = stats_segment_->header(s->index);
+      if (s->pid != 0 && h.pid.load() == s->pid && h.ready.load(std::memory_order_acquire) != 0) {
+        ++ready;
+      }
+    }
+    const std::string summary =
+        std::to_string(ready) + " of " + std::to_string(slots_.size()) + " workers ready\n";
+    if (ready == slots_.size() && !stopping_)
+      return {200, "text/plain; charset=utf-8", "ready: " + summary};
+    return {503, "text/plain; charset=utf-8", "not ready: " + summary};
+  }
+  return {404, "text/plain; charset=utf-8", "not found\n"};
+}
+
+void Master::reset_slot_gauges(size_t slot) {
+  std::atomic<uint64_t>* cells = stats_segment_->cells(slot);
+  for (const metrics::StatsRegistry::Series& s : stats_registry_.series()) {
+    if (metrics::family_info(s.family).kind == metrics::SeriesKind::kGauge) {
+      cells[s.cell].store(0, std::memory_order_relaxed);
+    }
+  }
+  metrics::SlotHeader& h = stats_segment_->header(slot);
+  h.ready.store(0, std::memory_order_release);
+  h.pid.store(0, std::memory_order_relaxed);
+}
 
 Master::~Master() {
   for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
@@ -33,6 +93,12 @@ int Master::run() {
     }
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "cannot open listener").kv("error", e.what());
+    return 1;
+  }
+  try {
+    setup_metrics();
+  } catch (const std::exception& e) {
+    LogLine(LogLevel::kError, "cannot start the admin listener").kv("error", e.what());
     return 1;
   }
   for (size_t i = 0; i < sockets_.size(); ++i) {
@@ -133,7 +199,9 @@ void Master::become_worker(WorkerSlot& slot) {
       }
     }
   }
-  run_worker_process(config_, slot.index, std::move(mine));
+  WorkerStats stats{&stats_segment_->header(slot.index), stats_segment_->cells(slot.index),
+                    stats_layout_};
+  run_worker_process(config_, slot.index, std::move(mine), std::move(stats));
 }
 
 void Master::on_child_exit() {
@@ -143,6 +211,7 @@ void Master::on_child_exit() {
     for (auto& slot : slots_) {
       if (slot->pid != pid) continue;
       slot->pid = 0;
+      reset_slot_gauges(slot->index);
       const uint64_t ran_ms = uv_now(&loop_) - slot->started_ms;
       LogLine line(stopping_ || (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? LogLevel::kInfo
                                                                                 : LogLevel::kWarn,
@@ -154,6 +223,7 @@ void Master::on_child_exit() {
         line.kv("status", WEXITSTATUS(status));
       }
       if (stopping_) break;
+      master_metrics_->worker_restarted();
       // Respawn at once after a healthy run, with growing backoff when it crash-loops.
       slot->backoff_ms = ran_ms >= kHealthyRunMs ? 0
                          : slot->backoff_ms == 0 ? kMinBackoffMs
@@ -221,6 +291,7 @@ void Master::on_terminate(bool graceful) {
 }
 
 void Master::finish() {
+  if (admin_) admin_->close();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {

@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "gateway/admin_server.hpp"
 #include "gateway/listen_socket.hpp"
+#include "metrics/exposition.hpp"
+#include "metrics/stats.hpp"
 
 namespace torii::gateway {
 
@@ -42,11 +45,21 @@ class Master {
   void signal_workers(int sig);
   size_t live_workers() const;
   void finish();
+  void setup_metrics();
+  AdminResponse handle_admin(const http::MessageHead& request);
+  // Zeroes the gauges of a slot whose worker died (its connections are gone).
+  void reset_slot_gauges(size_t slot);
   [[noreturn]] void become_worker(WorkerSlot& slot);
 
   conf::Config config_;
   uv_loop_t loop_;
   std::vector<ListenSocketSet> sockets_;  // [listener]
+  metrics::StatsRegistry stats_registry_;
+  std::unique_ptr<metrics::StatsSegment> stats_segment_;
+  metrics::StatsLayout stats_layout_;
+  std::unique_ptr<metrics::MasterMetrics> master_metrics_;
+  std::unique_ptr<metrics::SegmentCollector> collector_;
+  std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<WorkerSlot>> slots_;
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_;
   uv_timer_t kill_timer_;

@@ -23,12 +23,16 @@ uint64_t splitmix64(uint64_t& x) {
 
 }  // namespace
 
-Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds)
+Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
+               WorkerStats stats)
     : io_(&loop_),
       config_(config),
       index_(index),
       listen_fds_(std::move(listen_fds)),
       router_(config_.routes),
+      slot_header_(stats.header),
+      layout_(std::move(stats.layout)),
+      stats_(stats.cells),
       log_writer_(&loop_) {
   uint64_t seed[2] = {0, 0};
   if (getrandom(seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
@@ -37,8 +41,9 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> list
   }
   rng_[0] = seed[0];
   rng_[1] = seed[1];
-  for (const conf::Upstream& u : config_.upstreams) {
-    groups_.push_back(std::make_unique<upstream::UpstreamGroup>(io_, u));
+  for (size_t i = 0; i < config_.upstreams.size(); ++i) {
+    groups_.push_back(std::make_unique<upstream::UpstreamGroup>(
+        io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i)));
   }
 }
 
@@ -103,6 +108,10 @@ int Worker::run() {
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
 
+  if (slot_header_ != nullptr) {
+    slot_header_->pid.store(getpid(), std::memory_order_relaxed);
+    slot_header_->ready.store(1, std::memory_order_release);
+  }
   LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
   uv_run(&loop_, UV_RUN_DEFAULT);
   LogLine(LogLevel::kInfo, "worker exited cleanly").kv("worker", index_);
@@ -116,6 +125,7 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   if (draining_) return;
+  stats_.add(layout_.connections_accepted);
   connections_.emplace_back(*this);
   ClientConnection& conn = connections_.back();
   conn.self_ = std::prev(connections_.end());
@@ -136,6 +146,7 @@ void Worker::on_connection_closed(ClientConnection& conn) {
 void Worker::start_drain() {
   if (draining_) return;
   draining_ = true;
+  if (slot_header_ != nullptr) slot_header_->ready.store(0, std::memory_order_release);
   LogLine(LogLevel::kInfo, "worker draining")
       .kv("worker", index_)
       .kv("connections", connections_.size())
@@ -183,12 +194,13 @@ void Worker::close_all_handles() {
   log_writer_.close();
 }
 
-void run_worker_process(const conf::Config& config, unsigned index, std::vector<int> listen_fds) {
+void run_worker_process(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
+                        WorkerStats stats) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;
   try {
-    Worker worker(config, index, std::move(listen_fds));
+    Worker worker(config, index, std::move(listen_fds), std::move(stats));
     rc = worker.run();
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "worker failed").kv("worker", index).kv("error", e.what());

@@ -16,14 +16,23 @@
 #include "gateway/client_connection.hpp"
 #include "gateway/log_writer.hpp"
 #include "gateway/router.hpp"
+#include "metrics/stats.hpp"
 #include "upstream/upstream_pool.hpp"
 
 namespace torii::gateway {
 
+// What a worker gets from the master besides its config and sockets.
+struct WorkerStats {
+  metrics::SlotHeader* header = nullptr;  // its slot in the shared segment
+  std::atomic<uint64_t>* cells = nullptr;
+  metrics::StatsLayout layout;
+};
+
 class Worker {
  public:
   // `listen_fds[i]` is this worker's socket for config.listeners[i].
-  Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds);
+  Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
+         WorkerStats stats);
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -35,6 +44,8 @@ class Worker {
   const conf::Config& config() const { return config_; }
   const Router& router() const { return router_; }
   upstream::UpstreamGroup& group(size_t i) { return *groups_[i]; }
+  metrics::StatsWriter& stats() { return stats_; }
+  const metrics::StatsLayout& layout() const { return layout_; }
   bool draining() const { return draining_; }
   uint64_t idle_drain_grace_ms() const { return 1000; }
   // 32 hex digits of randomness (a fresh X-Request-Id).
@@ -63,6 +74,9 @@ class Worker {
   unsigned index_;
   std::vector<int> listen_fds_;
   Router router_;
+  metrics::SlotHeader* slot_header_;
+  metrics::StatsLayout layout_;
+  metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::list<ClientConnection> connections_;
@@ -76,6 +90,6 @@ class Worker {
 
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
-                                     std::vector<int> listen_fds);
+                                     std::vector<int> listen_fds, WorkerStats stats);
 
 }  // namespace torii::gateway

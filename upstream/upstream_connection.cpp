@@ -12,6 +12,21 @@ http::ParserLimits response_limits() {
   l.max_header_count = 200;
   return l;
 }
+metrics::Outcome outcome_of(Error e) {
+  switch (e) {
+    case Error::kUpstreamConnectFailed:
+      return metrics::Outcome::kConnectError;
+    case Error::kUpstreamConnectTimeout:
+      return metrics::Outcome::kConnectTimeout;
+    case Error::kUpstreamBadResponse:
+      return metrics::Outcome::kBadResponse;
+    case Error::kUpstreamResponseTimeout:
+      return metrics::Outcome::kResponseTimeout;
+    default:
+      return metrics::Outcome::kReset;
+  }
+}
+
 }  // namespace
 
 std::string_view UpstreamConnection::state_name(State s) {
@@ -41,9 +56,30 @@ void UpstreamConnection::start_timer(uint64_t ms) {
       &timer_, [](uv_timer_t* t) { static_cast<UpstreamConnection*>(t->data)->on_timer(); }, ms, 0);
 }
 
+void UpstreamConnection::set_state(State s) {
+  if (s == state_) return;
+  metrics::StatsWriter& stats = pool_.stats();
+  const metrics::ServerCells& cells = pool_.cells();
+  auto gauge_of = [&](State st) -> const uint32_t* {
+    if (st == State::kIdle) return &cells.idle_gauge;
+    if (st == State::kActive || st == State::kConnecting) return &cells.active_gauge;
+    return nullptr;
+  };
+  const uint32_t* from = gauge_of(state_);
+  const uint32_t* to = gauge_of(s);
+  if (from != to) {
+    if (from != nullptr) stats.gauge_add(*from, -1);
+    if (to != nullptr) stats.gauge_add(*to, 1);
+  }
+  state_ = s;
+}
+
 void UpstreamConnection::connect(ExchangeSink* sink) {
   sink_ = sink;
+  // The constructor's state is kConnecting without a gauge yet: count it.
+  pool_.stats().gauge_add(pool_.cells().active_gauge, 1);
   state_ = State::kConnecting;
+  connect_start_ns_ = uv_hrtime();
   connect_req_.data = this;
   int rc = uv_tcp_connect(&connect_req_, &tcp_, pool_.address(), [](uv_connect_t* req, int status) {
     static_cast<UpstreamConnection*>(req->data)->on_connected(status);
@@ -68,7 +104,9 @@ void UpstreamConnection::on_connected(int status) {
     return;
   }
   uv_tcp_nodelay(&tcp_, 1);
-  state_ = State::kActive;
+  pool_.stats().observe_us(pool_.cells().connect_histogram,
+                           (uv_hrtime() - connect_start_ns_) / 1000);
+  set_state(State::kActive);
   reading_ = true;
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&tcp_),
@@ -85,7 +123,7 @@ void UpstreamConnection::on_connected(int status) {
 
 void UpstreamConnection::attach(ExchangeSink* sink) {
   sink_ = sink;
-  state_ = State::kActive;
+  set_state(State::kActive);
   uv_timer_stop(&timer_);
 }
 
@@ -94,6 +132,7 @@ void UpstreamConnection::send_request_head(std::string_view head, bool head_requ
   response_started_ = false;
   head_delivered_ = false;
   parser_.expect_no_body(head_request);
+  request_start_ns_ = uv_hrtime();
   WriteBatch* b = io_.batches.acquire();
   b->append_owned(head);
   int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
@@ -199,6 +238,7 @@ void UpstreamConnection::process_input() {
         const http::MessageHead& head = parser_.head();
         keep_alive_hint_s_ = http::keep_alive_timeout_hint(head);
         head_delivered_ = true;
+        pool_.count(metrics::Outcome::kResponse);
         sink_->on_response_head(head);
         continue;
       }
@@ -230,6 +270,8 @@ void UpstreamConnection::finish_response() {
                         parser_.head().framing != http::BodyFraming::kUntilClose;
   sink_ = nullptr;
   if (sink == nullptr) return;
+  pool_.stats().observe_us(pool_.cells().response_histogram,
+                           (uv_hrtime() - request_start_ns_) / 1000);
   uint64_t idle_ms = pool_.settings().idle_timeout_ms;
   if (keep_alive_hint_s_ > 0) {
     // Stay clear of the upstream's own idle close (gunicorn: 2 s) so that a
@@ -248,7 +290,7 @@ void UpstreamConnection::finish_response() {
 }
 
 void UpstreamConnection::go_idle(uint64_t idle_ms) {
-  state_ = State::kIdle;
+  set_state(State::kIdle);
   reused_ = true;
   drain_wanted_ = false;
   in_.release_if_empty();
@@ -279,6 +321,7 @@ void UpstreamConnection::on_timer() {
 }
 
 void UpstreamConnection::fail(Error e) {
+  if (sink_ != nullptr && !head_delivered_) pool_.count(outcome_of(e));
   ExchangeSink* sink = sink_;
   sink_ = nullptr;
   const bool was_connecting = state_ == State::kConnecting;
@@ -301,7 +344,7 @@ void UpstreamConnection::abort() {
 void UpstreamConnection::close() {
   if (state_ == State::kClosing) return;
   if (state_ == State::kIdle) pool_.remove_idle(*this);
-  state_ = State::kClosing;
+  set_state(State::kClosing);
   sink_ = nullptr;
   pending_closes_ = 2;
   auto on_close = [](uv_handle_t* h) {

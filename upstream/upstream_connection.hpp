@@ -62,6 +62,8 @@ class UpstreamConnection final : public WriteCompletion {
   void finish_response();
   void close();
   void start_timer(uint64_t ms);
+  // Every state change goes through here: it keeps the pool gauges true.
+  void set_state(State s);
   void go_idle(uint64_t idle_ms);
 
   ServerPool& pool_;
@@ -83,6 +85,8 @@ class UpstreamConnection final : public WriteCompletion {
   bool drain_wanted_ = false;  // a sink waits for on_request_drained
   bool connect_failed_sync_ = false;
   unsigned keep_alive_hint_s_ = 0;
+  uint64_t connect_start_ns_ = 0;
+  uint64_t request_start_ns_ = 0;
 
   friend class ServerPool;
 };

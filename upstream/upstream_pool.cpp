@@ -51,8 +51,15 @@ PoolSettings settings_from(const conf::Upstream& u) {
 }  // namespace
 
 ServerPool::ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
-                       std::string authority, const PoolSettings& settings)
-    : io_(io), group_(group), addr_(addr), authority_(std::move(authority)), settings_(settings) {}
+                       std::string authority, const PoolSettings& settings,
+                       metrics::StatsWriter& stats, const metrics::ServerCells& cells)
+    : io_(io),
+      group_(group),
+      addr_(addr),
+      authority_(std::move(authority)),
+      settings_(settings),
+      stats_(stats),
+      cells_(cells) {}
 
 UpstreamConnection* ServerPool::take_idle() {
   if (idle_.empty()) return nullptr;
@@ -94,10 +101,18 @@ void ServerPool::close_idle() {
   for (UpstreamConnection* c : idle) c->close();
 }
 
-UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config)
-    : name_(config.name), settings_(settings_from(config)) {
-  for (const conf::HostPort& hp : config.servers) {
-    servers_.push_back(std::make_unique<ServerPool>(io, *this, resolve(hp), hp.str(), settings_));
+UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
+                             metrics::StatsWriter& stats,
+                             const std::vector<metrics::ServerCells>& server_cells,
+                             uint32_t retries_cell)
+    : name_(config.name),
+      settings_(settings_from(config)),
+      stats_(stats),
+      retries_cell_(retries_cell) {
+  for (size_t i = 0; i < config.servers.size(); ++i) {
+    const conf::HostPort& hp = config.servers[i];
+    servers_.push_back(std::make_unique<ServerPool>(io, *this, resolve(hp), hp.str(), settings_,
+                                                    stats, server_cells.at(i)));
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include "common/io_context.hpp"
 #include "conf/config.hpp"
+#include "metrics/stats.hpp"
 #include "upstream/upstream_connection.hpp"
 
 namespace torii::upstream {
@@ -33,7 +34,8 @@ struct PoolSettings {
 class ServerPool {
  public:
   ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
-             std::string authority, const PoolSettings& settings);
+             std::string authority, const PoolSettings& settings, metrics::StatsWriter& stats,
+             const metrics::ServerCells& cells);
   ServerPool(const ServerPool&) = delete;
   ServerPool& operator=(const ServerPool&) = delete;
 
@@ -46,6 +48,9 @@ class ServerPool {
   const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&addr_); }
   const std::string& authority() const { return authority_; }
   const PoolSettings& settings() const { return settings_; }
+  metrics::StatsWriter& stats() { return stats_; }
+  const metrics::ServerCells& cells() const { return cells_; }
+  void count(metrics::Outcome o) { stats_.add(cells_.outcome[static_cast<size_t>(o)]); }
   size_t connection_count() const { return conns_.size(); }
   size_t idle_count() const { return idle_.size(); }
 
@@ -60,6 +65,8 @@ class ServerPool {
   sockaddr_storage addr_;
   std::string authority_;
   PoolSettings settings_;
+  metrics::StatsWriter& stats_;
+  metrics::ServerCells cells_;
   std::list<UpstreamConnection> conns_;
   std::vector<UpstreamConnection*> idle_;  // most recently used last
 };
@@ -75,12 +82,14 @@ class UpstreamGroup {
   };
 
   // Resolves server names (at worker start-up, before traffic).
-  UpstreamGroup(IoContext& io, const conf::Upstream& config);
+  UpstreamGroup(IoContext& io, const conf::Upstream& config, metrics::StatsWriter& stats,
+                const std::vector<metrics::ServerCells>& server_cells, uint32_t retries_cell);
   UpstreamGroup(const UpstreamGroup&) = delete;
   UpstreamGroup& operator=(const UpstreamGroup&) = delete;
 
   const std::string& name() const { return name_; }
   const PoolSettings& settings() const { return settings_; }
+  void count_retry() { stats_.add(retries_cell_); }
   // kReady: `conn` is attached to the sink now. kPending: on_upstream_ready
   // or on_upstream_error follows. kFull: too many waiters (503).
   Acquired acquire(ExchangeSink* sink, WaitTicket& ticket);
@@ -97,6 +106,8 @@ class UpstreamGroup {
  private:
   std::string name_;
   PoolSettings settings_;
+  metrics::StatsWriter& stats_;
+  uint32_t retries_cell_;
   std::vector<std::unique_ptr<ServerPool>> servers_;
   size_t next_server_ = 0;
   std::list<ExchangeSink*> waiters_;

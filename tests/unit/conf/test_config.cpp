@@ -310,7 +310,7 @@ TEST_CASE("unknown keys, with a did-you-mean hint when close") {
        "/listeners/0/adress", "unknown key \"adress\" (did you mean \"address\"?)"},
       {"no close key lists the valid ones",
        R"([{"op": "add", "path": "/admin/zzzzzzzz", "value": 1}])", "/admin/zzzzzzzz",
-       "unknown key \"zzzzzzzz\" (expected one of: \"address\")"},
+       "unknown key \"zzzzzzzz\" (expected one of: \"address\", \"token\")"},
       {"limits", R"([{"op": "add", "path": "/limits", "value": {"max_bdy": 1}}])",
        "/limits/max_bdy", "(did you mean \"max_body\"?)"},
       {"timeouts", R"([{"op": "add", "path": "/timeouts", "value": {"keepalive_idel": "1s"}}])",

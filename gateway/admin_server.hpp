@@ -1,0 +1,68 @@
+// The admin listener: a small non-blocking HTTP/1.1 server on the master's
+// libuv loop (/metrics, /healthz, /readyz, and the admin endpoints of later
+// features). It lives outside the workers, so it keeps answering when they
+// are saturated, stuck or restarting.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "common/http1_parser.hpp"
+#include "conf/config.hpp"
+
+namespace torii::gateway {
+
+struct AdminResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+class AdminServer {
+ public:
+  using Handler = std::function<AdminResponse(const http::MessageHead& request)>;
+
+  AdminServer(uv_loop_t* loop, Handler handler);
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Binds and listens; throws std::runtime_error naming the address.
+  void start(const conf::HostPort& address);
+  const std::string& address() const { return address_; }
+  // Closes the listener and every connection.
+  void close();
+
+ private:
+  struct Connection {
+    AdminServer* server = nullptr;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+    int pending_closes = 0;
+    bool closing = false;
+    std::unique_ptr<http::Http1Parser> parser;
+    std::string in;
+    size_t in_used = 0;  // bytes of `in` holding data (the rest is the read buffer)
+    std::string out;
+    std::list<Connection>::iterator self;
+  };
+
+  void on_connection();
+  void on_read(Connection& c, ssize_t nread, const uv_buf_t* buf);
+  void respond(Connection& c, const AdminResponse& r, bool head_only);
+  void close_connection(Connection& c);
+
+  uv_loop_t* loop_;
+  Handler handler_;
+  uv_tcp_t listener_;
+  bool listening_ = false;
+  std::string address_;
+  std::list<Connection> connections_;
+};
+
+}  // namespace torii::gateway

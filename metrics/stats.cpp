@@ -1,0 +1,205 @@
+#include "metrics/stats.hpp"
+
+#include <sys/mman.h>
+
+#include <array>
+#include <cerrno>
+#include <stdexcept>
+#include <system_error>
+
+namespace torii::metrics {
+
+namespace {
+
+constexpr std::array<uint64_t, 15> kLatencyBucketsUs = {
+    250,     500,     1'000,   2'500,     5'000,     10'000,    25'000,    50'000,
+    100'000, 250'000, 500'000, 1'000'000, 2'500'000, 5'000'000, 10'000'000};
+
+const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
+  static const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)> kFamilies = {{
+      {"torii_requests_total",
+       "Requests answered, by route, method and status class.",
+       SeriesKind::kCounter,
+       {"route", "method", "status"}},
+      {"torii_request_duration_seconds",
+       "Time from a request's first byte to its response fully queued to the client.",
+       SeriesKind::kHistogram,
+       {"route", "method", "status"}},
+      {"torii_client_received_bytes_total",
+       "Bytes read from client connections.",
+       SeriesKind::kCounter,
+       {}},
+      {"torii_client_sent_bytes_total",
+       "Bytes written to client connections.",
+       SeriesKind::kCounter,
+       {}},
+      {"torii_connections_accepted_total",
+       "Client connections accepted.",
+       SeriesKind::kCounter,
+       {}},
+      {"torii_connections_active", "Client connections open now.", SeriesKind::kGauge, {}},
+      {"torii_upstream_requests_total",
+       "Requests sent to upstream servers, by outcome (response, connect_error, connect_timeout, "
+       "reset, bad_response, response_timeout).",
+       SeriesKind::kCounter,
+       {"upstream", "server", "outcome"}},
+      {"torii_upstream_connect_duration_seconds",
+       "Time to establish a connection to an upstream server.",
+       SeriesKind::kHistogram,
+       {"upstream", "server"}},
+      {"torii_upstream_response_duration_seconds",
+       "Time from sending a request upstream to the end of its response.",
+       SeriesKind::kHistogram,
+       {"upstream", "server"}},
+      {"torii_upstream_connections",
+       "Pooled upstream connections, by state.",
+       SeriesKind::kGauge,
+       {"upstream", "server", "state"}},
+      {"torii_upstream_retries_total",
+       "Requests replayed on a fresh connection after a reused keep-alive connection failed.",
+       SeriesKind::kCounter,
+       {"upstream"}},
+  }};
+  return kFamilies;
+}
+
+size_t cells_for(Family f) {
+  return family_info(f).kind == SeriesKind::kHistogram ? histogram_cells() : 1;
+}
+
+}  // namespace
+
+std::span<const uint64_t> latency_buckets_us() { return kLatencyBucketsUs; }
+size_t histogram_cells() { return kLatencyBucketsUs.size() + 2; }
+
+const FamilyInfo& family_info(Family f) { return families()[static_cast<size_t>(f)]; }
+
+size_t method_index(std::string_view m) {
+  for (size_t i = 0; i + 1 < kMethodCount; ++i) {
+    if (m == kMethods[i]) return i;
+  }
+  return kMethodCount - 1;
+}
+
+size_t status_class_index(int status) {
+  if (status < 100 || status > 599) return 4;
+  return static_cast<size_t>(status / 100 - 1);
+}
+
+const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::kResponse:
+      return "response";
+    case Outcome::kConnectError:
+      return "connect_error";
+    case Outcome::kConnectTimeout:
+      return "connect_timeout";
+    case Outcome::kReset:
+      return "reset";
+    case Outcome::kBadResponse:
+      return "bad_response";
+    case Outcome::kResponseTimeout:
+      return "response_timeout";
+    case Outcome::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+uint32_t StatsRegistry::cell(Family family, std::vector<std::string> labels) {
+  auto key = std::make_pair(family, labels);
+  if (auto it = index_.find(key); it != index_.end()) return it->second;
+  const size_t n = cells_for(family);
+  if (used_ + n > capacity_) throw std::length_error("statistics segment is full");
+  const auto first = static_cast<uint32_t>(used_);
+  used_ += n;
+  index_.emplace(std::move(key), first);
+  series_.push_back({family, std::move(labels), first});
+  return first;
+}
+
+StatsLayout build_layout(StatsRegistry& reg, const conf::Config& config) {
+  StatsLayout l;
+  l.route_count = config.routes.size() + 1;
+  for (size_t r = 0; r < l.route_count; ++r) {
+    const std::string route = r < config.routes.size() ? config.routes[r].name : "";
+    for (size_t m = 0; m < kMethodCount; ++m) {
+      for (size_t s = 0; s < kStatusClassCount; ++s) {
+        std::vector<std::string> labels = {route, kMethods[m], kStatusClasses[s]};
+        l.requests.push_back(reg.cell(Family::kRequests, labels));
+        l.durations.push_back(reg.cell(Family::kRequestDuration, std::move(labels)));
+      }
+    }
+  }
+  l.received_bytes = reg.cell(Family::kReceivedBytes, {});
+  l.sent_bytes = reg.cell(Family::kSentBytes, {});
+  l.connections_accepted = reg.cell(Family::kConnectionsAccepted, {});
+  l.connections_active = reg.cell(Family::kConnectionsActive, {});
+  for (const conf::Upstream& u : config.upstreams) {
+    std::vector<ServerCells> servers;
+    for (const conf::HostPort& hp : u.servers) {
+      const std::string server = hp.str();
+      ServerCells c{};
+      for (size_t o = 0; o < static_cast<size_t>(Outcome::kCount); ++o) {
+        c.outcome[o] = reg.cell(Family::kUpstreamRequests,
+                                {u.name, server, outcome_name(static_cast<Outcome>(o))});
+      }
+      c.connect_histogram = reg.cell(Family::kUpstreamConnect, {u.name, server});
+      c.response_histogram = reg.cell(Family::kUpstreamResponse, {u.name, server});
+      c.idle_gauge = reg.cell(Family::kUpstreamConnections, {u.name, server, kPoolStates[0]});
+      c.active_gauge = reg.cell(Family::kUpstreamConnections, {u.name, server, kPoolStates[1]});
+      servers.push_back(c);
+    }
+    l.servers.push_back(std::move(servers));
+    l.retries.push_back(reg.cell(Family::kUpstreamRetries, {u.name}));
+  }
+  return l;
+}
+
+StatsSegment::StatsSegment(size_t slots, size_t cells_per_slot)
+    : slots_(slots), cells_(cells_per_slot) {
+  bytes_ = slots_ * slot_bytes();
+  // Shared and anonymous: inherited by every fork, pages committed on first touch.
+  base_ = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (base_ == MAP_FAILED) {
+    base_ = nullptr;
+    throw std::system_error(errno, std::generic_category(), "mmap of the statistics segment");
+  }
+  for (size_t i = 0; i < slots_; ++i) new (&header(i)) SlotHeader();
+}
+
+StatsSegment::~StatsSegment() {
+  if (base_ != nullptr) munmap(base_, bytes_);
+}
+
+size_t StatsSegment::slot_bytes() const {
+  const size_t raw = sizeof(SlotHeader) + cells_ * sizeof(uint64_t);
+  return (raw + 63) / 64 * 64;  // every slot starts on its own cache line
+}
+
+SlotHeader& StatsSegment::header(size_t slot) {
+  return *reinterpret_cast<SlotHeader*>(static_cast<char*>(base_) + slot * slot_bytes());
+}
+
+std::atomic<uint64_t>* StatsSegment::cells(size_t slot) {
+  return reinterpret_cast<std::atomic<uint64_t>*>(static_cast<char*>(base_) + slot * slot_bytes() +
+                                                  sizeof(SlotHeader));
+}
+
+uint64_t StatsSegment::sum(uint32_t cell) const {
+  uint64_t total = 0;
+  auto* self = const_cast<StatsSegment*>(this);
+  for (size_t s = 0; s < slots_; ++s) total += self->cells(s)[cell].load(std::memory_order_relaxed);
+  return total;
+}
+
+void StatsWriter::observe_us(uint32_t histogram, uint64_t value_us) {
+  if (cells_ == nullptr) return;
+  const auto buckets = latency_buckets_us();
+  size_t b = 0;
+  while (b < buckets.size() && value_us > buckets[b]) ++b;
+  add(histogram + static_cast<uint32_t>(b));                             // its bucket (or +Inf)
+  add(histogram + static_cast<uint32_t>(buckets.size() + 1), value_us);  // the sum
+}
+
+}  // namespace torii::metrics
