@@ -1,6 +1,7 @@
 #include "common/http1_parser.hpp"
 
 #include <charconv>
+#include <cstring>
 
 namespace torii::http {
 
@@ -334,13 +335,14 @@ bool Http1Parser::check_head_bytes(const char* begin, const char* end) {
   // proxy that rebuilds the head could hide the difference from an
   // upstream, but a peer that reads it differently is how requests get
   // smuggled, so refuse it everywhere.
-  char prev = last_byte_;
   for (const char* p = begin; p < end; ++p) {
-    if (*p == '\n' && prev != '\r') {
+    p = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+    if (p == nullptr) break;
+    const char prev = p == begin ? last_byte_ : p[-1];
+    if (prev != '\r') {
       fail(Error::kBadRequest, "bare LF in message head");
       return false;
     }
-    prev = *p;
   }
   // The limit counts wire bytes (request line, headers, whitespace), not
   // only what is kept.

@@ -48,6 +48,27 @@ int WriteBatch::submit(uv_stream_t* stream, WriteCompletion* done) {
     char* base = s.ptr ? const_cast<char*>(s.ptr) : owned_.data() + s.off;
     bufs_.push_back(uv_buf_init(base, static_cast<unsigned>(s.len)));
   }
+  // Write at once when the socket takes it: libuv 1.44's uv_write re-arms
+  // the poll mask after every write (an epoll_ctl per write, ~9% of CPU on
+  // the proxied path); uv_try_write does not. It answers EAGAIN while older
+  // writes are queued, so ordering holds.
+  int tried = uv_try_write(stream, bufs_.data(), static_cast<unsigned>(bufs_.size()));
+  if (tried > 0) {
+    size_t left = static_cast<size_t>(tried);
+    size_t first = 0;
+    while (first < bufs_.size() && left >= bufs_[first].len) {
+      left -= bufs_[first].len;
+      ++first;
+    }
+    if (first == bufs_.size()) {
+      // All written: no completion to report (the outbound queue is empty).
+      pool_->recycle(this);
+      return 0;
+    }
+    bufs_[first].base += left;
+    bufs_[first].len -= static_cast<unsigned>(left);
+    bufs_.erase(bufs_.begin(), bufs_.begin() + static_cast<std::ptrdiff_t>(first));
+  }
   done_ = done;
   req_.data = this;
   int rc = uv_write(&req_, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()),

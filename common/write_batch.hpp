@@ -39,8 +39,10 @@ class WriteBatch {
   bool empty() const { return segments_.empty() && owned_.size() == owned_marked_; }
   size_t bytes() const;
 
-  // Starts the write; the batch returns to its pool after the callback.
-  // Returns a libuv error (the batch is already recycled then).
+  // Writes what the socket takes now and queues the rest; `done` is called
+  // only for a queued part (a fully written batch has nothing to report).
+  // The batch returns to its pool afterwards. Returns a libuv error (the
+  // batch is already recycled then).
   int submit(uv_stream_t* stream, WriteCompletion* done);
 
  private:

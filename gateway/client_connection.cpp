@@ -52,9 +52,8 @@ ClientConnection::ClientConnection(Worker& worker)
       io_(worker.io()),
       parser_(http::Http1Parser::Kind::kRequest, request_limits(worker.config().limits)) {
   uv_tcp_init(io_.loop, &tcp_);
-  uv_timer_init(io_.loop, &timer_);
+  timer_.init(io_.loop, this, [](void* self) { static_cast<ClientConnection*>(self)->on_timer(); });
   tcp_.data = this;
-  timer_.data = this;
 }
 
 bool ClientConnection::accept(uv_stream_t* server) {
@@ -295,6 +294,7 @@ void ClientConnection::on_request_body(bool last) {
 void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   ticket_.reset();
   upstream_start_ns_ = uv_hrtime();
+  upstream_server_ = &conn.pool().authority();
   upstream_ = &conn;
   state_ = State::kProxying;
   const http::MessageHead& head = parser_.head();
@@ -435,6 +435,7 @@ void ClientConnection::reset_exchange() {
   exchange_bytes_out_ = 0;
   upstream_ns_ = 0;
   status_ = 0;
+  upstream_server_ = nullptr;
   route_index_ = worker_.layout().route_count - 1;
 }
 
@@ -449,6 +450,34 @@ void ClientConnection::record_exchange() {
   metrics::StatsWriter& stats = worker_.stats();
   stats.add(layout.request_cell(route_index_, method, status_class));
   stats.observe_us(layout.duration_cell(route_index_, method, status_class), duration_us);
+
+  metrics::AccessLog& log = worker_.access_log();
+  if (log.enabled()) {
+    uv_timeval64_t now{};
+    uv_gettimeofday(&now);
+    metrics::AccessRecord r;
+    r.time_unix_us = now.tv_sec * 1'000'000 + now.tv_usec - static_cast<int64_t>(duration_us);
+    r.request_id = request_id_;
+    r.client_ip = client_ip_;
+    r.method = head.method;
+    r.target = head.target;
+    r.protocol = head.is_http10() ? "HTTP/1.0" : "HTTP/1.1";
+    r.host = head.get("host");
+    r.route = route_index_ < worker_.config().routes.size()
+                  ? std::string_view(worker_.config().routes[route_index_].name)
+                  : std::string_view();
+    r.status = status_;
+    r.bytes_received = exchange_bytes_in_;
+    r.bytes_sent = exchange_bytes_out_;
+    r.duration_us = duration_us;
+    if (upstream_server_ != nullptr) {
+      r.upstream_server = *upstream_server_;
+      r.upstream_us = static_cast<int64_t>(upstream_ns_ / 1000);
+    }
+    r.user_agent = head.get("user-agent");
+    r.referer = head.get("referer");
+    log.append(r);
+  }
   status_ = 0;  // counted once
 }
 
@@ -519,10 +548,8 @@ void ClientConnection::start_drain() {
     // An idle keep-alive connection gets a short grace period: a request
     // already on its way is answered (with Connection: close) rather than
     // racing our close.
-    uv_timer_start(
-        &timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->close(); },
-        worker_.idle_drain_grace_ms(), 0);
-    timer_phase_ = TimerPhase::kKeepAlive;
+    timer_phase_ = TimerPhase::kKeepAlive;  // expiry closes the connection
+    timer_.arm(worker_.idle_drain_grace_ms());
   }
 }
 
@@ -544,7 +571,7 @@ void ClientConnection::close() {
     if (--self->pending_closes_ == 0) self->worker_.on_connection_closed(*self);
   };
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  timer_.close(on_close);
 }
 
 // ---- timeouts --------------------------------------------------------------
@@ -556,7 +583,7 @@ void ClientConnection::set_timer(TimerPhase phase) {
   uint64_t ms = 0;
   switch (phase) {
     case TimerPhase::kNone:
-      uv_timer_stop(&timer_);
+      timer_.disarm();
       return;
     case TimerPhase::kKeepAlive:
       ms = static_cast<uint64_t>(c.timeouts.keepalive_idle.count());
@@ -574,8 +601,7 @@ void ClientConnection::set_timer(TimerPhase phase) {
       ms = static_cast<uint64_t>(c.timeouts.send.count());
       break;
   }
-  uv_timer_start(
-      &timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->on_timer(); }, ms, 0);
+  timer_.arm(ms);
 }
 
 void ClientConnection::on_timer() {

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/deadline_timer.hpp"
 #include "common/http1_parser.hpp"
 #include "common/io_context.hpp"
 #include "common/write_batch.hpp"
@@ -91,7 +92,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   Worker& worker_;
   IoContext& io_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;
+  DeadlineTimer timer_;
   uv_shutdown_t shutdown_req_;
   int pending_closes_ = 0;
   State state_ = State::kIdle;
@@ -126,6 +127,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   uint64_t exchange_bytes_out_ = 0;
   size_t route_index_ = 0;
   int status_ = 0;
+  const std::string* upstream_server_ = nullptr;  // the pool's "host:port"; pools outlive us
   bool served_one_ = false;  // a first request was completed (keep-alive timer applies)
   char request_id_[33] = {};
   char client_ip_[46] = {};

@@ -118,6 +118,10 @@ int Master::run() {
       case SIGTERM:
         self->on_terminate(true);
         break;
+      case SIGUSR1:
+        LogLine(LogLevel::kInfo, "reopening log files").kv("signal", "SIGUSR1");
+        self->signal_workers(SIGUSR1);
+        break;
       case SIGHUP:
         LogLine(LogLevel::kWarn, "configuration reload is not supported yet")
             .kv("signal", "SIGHUP");
@@ -127,9 +131,9 @@ int Master::run() {
         break;  // SIGINT, SIGQUIT
     }
   };
-  for (auto [sig, handle] :
-       {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
-        std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_}}) {
+  for (auto [sig, handle] : {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_},
+                             std::pair{SIGINT, &sigint_}, std::pair{SIGQUIT, &sigquit_},
+                             std::pair{SIGHUP, &sighup_}, std::pair{SIGUSR1, &sigusr1_}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, on_signal, sig);

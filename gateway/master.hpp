@@ -61,7 +61,7 @@ class Master {
   std::unique_ptr<metrics::SegmentCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<WorkerSlot>> slots_;
-  uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_;
+  uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_;
   uv_timer_t kill_timer_;
   bool stopping_ = false;
   int terminate_count_ = 0;

@@ -33,6 +33,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> list
       slot_header_(stats.header),
       layout_(std::move(stats.layout)),
       stats_(stats.cells),
+      access_log_(&loop_, config_.access_log),
       log_writer_(&loop_) {
   uint64_t seed[2] = {0, 0};
   if (getrandom(seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
@@ -65,6 +66,13 @@ void Worker::next_request_id(char out[33]) {
 
 int Worker::run() {
   log_writer_.start();
+  if (int rc = access_log_.open(); rc != 0) {
+    LogLine(LogLevel::kError, "cannot open the access log")
+        .kv("path", config_.access_log.path)
+        .kv("error", uv_strerror(rc));
+    log_writer_.stop();
+    return 1;
+  }
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
     auto l = std::make_unique<Listener>();
     l->worker = this;
@@ -89,17 +97,21 @@ int Worker::run() {
     auto* self = static_cast<Worker*>(h->data);
     if (signum == SIGTERM) {
       self->start_drain();
+    } else if (signum == SIGUSR1) {
+      self->access_log_.reopen();  // logrotate moved the file
     } else if (signum == SIGHUP) {
       // The master handles reloads; a worker ignores a stray SIGHUP.
     } else {
       // SIGINT / SIGQUIT: stop at once.
       LogLine(LogLevel::kInfo, "worker stopping now").kv("worker", self->index_);
+      self->access_log_.flush_sync();
       self->log_writer_.stop();
       _exit(0);
     }
   };
-  for (auto [sig, handle] : {std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
-                             std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_}}) {
+  for (auto [sig, handle] :
+       {std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_}, std::pair{SIGQUIT, &sigquit_},
+        std::pair{SIGHUP, &sighup_}, std::pair{SIGUSR1, &sigusr1_}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, on_signal, sig);
@@ -114,6 +126,7 @@ int Worker::run() {
   }
   LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
   uv_run(&loop_, UV_RUN_DEFAULT);
+  access_log_.flush_sync();
   LogLine(LogLevel::kInfo, "worker exited cleanly").kv("worker", index_);
   log_writer_.stop();
   return 0;
@@ -188,7 +201,8 @@ void Worker::maybe_finish() {
 void Worker::close_all_handles() {
   for (auto& g : groups_) g->close_idle();
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
-  for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_}) {
+  access_log_.close();
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_, &sigusr1_}) {
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
   }
   log_writer_.close();

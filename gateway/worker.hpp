@@ -16,6 +16,7 @@
 #include "gateway/client_connection.hpp"
 #include "gateway/log_writer.hpp"
 #include "gateway/router.hpp"
+#include "metrics/access_log.hpp"
 #include "metrics/stats.hpp"
 #include "upstream/upstream_pool.hpp"
 
@@ -46,6 +47,7 @@ class Worker {
   upstream::UpstreamGroup& group(size_t i) { return *groups_[i]; }
   metrics::StatsWriter& stats() { return stats_; }
   const metrics::StatsLayout& layout() const { return layout_; }
+  metrics::AccessLog& access_log() { return access_log_; }
   bool draining() const { return draining_; }
   uint64_t idle_drain_grace_ms() const { return 1000; }
   // 32 hex digits of randomness (a fresh X-Request-Id).
@@ -80,7 +82,8 @@ class Worker {
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::list<ClientConnection> connections_;
-  uv_signal_t sigterm_, sigint_, sigquit_, sighup_;
+  uv_signal_t sigterm_, sigint_, sigquit_, sighup_, sigusr1_;
+  metrics::AccessLog access_log_;
   uv_timer_t drain_timer_;
   LogWriter log_writer_;
   bool draining_ = false;

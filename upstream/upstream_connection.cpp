@@ -46,15 +46,12 @@ std::string_view UpstreamConnection::state_name(State s) {
 UpstreamConnection::UpstreamConnection(ServerPool& pool, IoContext& io)
     : pool_(pool), io_(io), parser_(http::Http1Parser::Kind::kResponse, response_limits()) {
   uv_tcp_init(io_.loop, &tcp_);
-  uv_timer_init(io_.loop, &timer_);
+  timer_.init(io_.loop, this,
+              [](void* self) { static_cast<UpstreamConnection*>(self)->on_timer(); });
   tcp_.data = this;
-  timer_.data = this;
 }
 
-void UpstreamConnection::start_timer(uint64_t ms) {
-  uv_timer_start(
-      &timer_, [](uv_timer_t* t) { static_cast<UpstreamConnection*>(t->data)->on_timer(); }, ms, 0);
-}
+void UpstreamConnection::start_timer(uint64_t ms) { timer_.arm(ms); }
 
 void UpstreamConnection::set_state(State s) {
   if (s == state_) return;
@@ -95,7 +92,7 @@ void UpstreamConnection::connect(ExchangeSink* sink) {
 
 void UpstreamConnection::on_connected(int status) {
   if (state_ == State::kClosing) return;  // UV_ECANCELED after a timeout
-  uv_timer_stop(&timer_);
+  timer_.disarm();
   if (status != 0) {
     LogLine(LogLevel::kWarn, "upstream connect failed")
         .kv("upstream", pool_.authority())
@@ -124,7 +121,7 @@ void UpstreamConnection::on_connected(int status) {
 void UpstreamConnection::attach(ExchangeSink* sink) {
   sink_ = sink;
   set_state(State::kActive);
-  uv_timer_stop(&timer_);
+  timer_.disarm();
 }
 
 void UpstreamConnection::send_request_head(std::string_view head, bool head_request) {
@@ -180,7 +177,7 @@ void UpstreamConnection::pause_reading() {
   read_paused_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   // A slow client is timed on the client side, not charged to the upstream.
-  uv_timer_stop(&timer_);
+  timer_.disarm();
 }
 
 void UpstreamConnection::resume_reading() {
@@ -352,7 +349,7 @@ void UpstreamConnection::close() {
     if (--self->pending_closes_ == 0) self->pool_.on_closed(*self);
   };
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  timer_.close(on_close);
 }
 
 }  // namespace torii::upstream

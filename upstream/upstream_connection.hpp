@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/deadline_timer.hpp"
 #include "common/http1_parser.hpp"
 #include "common/io_context.hpp"
 #include "common/write_batch.hpp"
@@ -69,7 +70,7 @@ class UpstreamConnection final : public WriteCompletion {
   ServerPool& pool_;
   IoContext& io_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;
+  DeadlineTimer timer_;
   uv_connect_t connect_req_;
   int pending_closes_ = 0;
   State state_ = State::kConnecting;
