@@ -812,7 +812,7 @@ Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
 Config read_config(const Node& root) {
   if (!root.value().is_object()) root.fail_type("a JSON object at the top level");
   const ObjectReader obj(root, {"workers", "log_level", "listeners", "admin", "limits", "timeouts",
-                                "access_log", "upstreams", "routes"});
+                                "access_log", "stats", "upstreams", "routes"});
   Config config;
   config.source_path = root.file();
   if (auto n = obj.optional("workers")) config.workers = read_workers(*n);
@@ -822,6 +822,13 @@ Config read_config(const Node& root) {
   if (auto n = obj.optional("limits")) config.limits = read_limits(*n);
   if (auto n = obj.optional("timeouts")) config.timeouts = read_timeouts(*n);
   if (auto n = obj.optional("access_log")) config.access_log = read_access_log(*n, root.file());
+  if (auto n = obj.optional("stats")) {
+    const ObjectReader stats(*n, {"enabled"});
+    if (auto e = stats.optional("enabled")) {
+      if (!e->value().is_boolean()) e->fail_type("true or false");
+      config.stats_enabled = e->value().get<bool>();
+    }
+  }
   config.upstreams = read_upstreams(obj.required("upstreams"));
   const Node routes_node = obj.required("routes");
   for (const Node& element : read_array(routes_node, /*allow_empty=*/false)) {

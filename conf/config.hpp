@@ -102,6 +102,8 @@ struct Config {
   Limits limits;
   Timeouts timeouts;
   AccessLog access_log;
+  // Shared-memory request statistics (/metrics). Off only to measure their cost.
+  bool stats_enabled = true;
   std::string log_level = "info";  // "debug" | "info" | "warn" | "error"
 };
 

@@ -203,7 +203,8 @@ void Master::become_worker(WorkerSlot& slot) {
       }
     }
   }
-  WorkerStats stats{&stats_segment_->header(slot.index), stats_segment_->cells(slot.index),
+  WorkerStats stats{&stats_segment_->header(slot.index),
+                    config_.stats_enabled ? stats_segment_->cells(slot.index) : nullptr,
                     stats_layout_};
   run_worker_process(config_, slot.index, std::move(mine), std::move(stats));
 }
