@@ -12,6 +12,9 @@ namespace {
 
 struct LogState {
   LogLevel level = LogLevel::kInfo;
+  // The master writes every line at once (it is off the hot path and its
+  // lines matter when things go wrong); workers batch (LogWriter).
+  bool flush_each_line = true;
   std::string buffer;
   std::function<void(std::string&&)> flusher;
   // Buffered text above this size is flushed at once, whatever the interval.
@@ -152,7 +155,7 @@ LogLine::~LogLine() {
   LogState& s = state();
   line_.push_back('\n');
   s.buffer.append(line_);
-  if (flush_now_ || s.buffer.size() >= LogState::kFlushThreshold) log::flush();
+  if (flush_now_ || s.flush_each_line || s.buffer.size() >= LogState::kFlushThreshold) log::flush();
 }
 
 LogLine& LogLine::kv(std::string_view key, std::string_view value) {
@@ -181,6 +184,8 @@ namespace log {
 void set_level(LogLevel level) { state().level = level; }
 LogLevel level() { return state().level; }
 void set_flusher(std::function<void(std::string&&)> flusher) {
+  // A custom flusher batches (the worker's asynchronous writer).
+  state().flush_each_line = !flusher;
   state().flusher = std::move(flusher);
 }
 void flush() {
