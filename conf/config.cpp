@@ -779,9 +779,23 @@ RouteMatch read_route_match(const Node& node) {
 }
 
 Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
-  const ObjectReader obj(node, {"name", "match", "upstream"});
+  const ObjectReader obj(node, {"name", "match", "upstream", "response_headers"});
   Route route;
   if (auto n = obj.optional("match")) route.match = read_route_match(*n);
+  if (auto n = obj.optional("response_headers")) {
+    if (!n->value().is_object()) n->fail_type("an object of header names to values");
+    for (const auto& item : n->value().items()) {
+      const Node value = n->child(item.key());
+      if (!is_token(item.key())) value.fail("invalid header name " + quote(item.key()));
+      std::string v = read_string(value);
+      for (char c : v) {
+        if (c == '\r' || c == '\n' || c == '\0') {
+          value.fail("header values may not contain CR, LF or NUL");
+        }
+      }
+      route.response_headers.emplace_back(item.key(), std::move(v));
+    }
+  }
   if (auto n = obj.optional("name")) {
     route.name = read_string(*n);
     if (route.name.empty() || route.name.size() > 64) n->fail("name must be 1 to 64 characters");

@@ -88,6 +88,8 @@ struct RouteMatch {
 struct Route {
   std::string name;  // metric/log label; default "<host><path_prefix>"
   RouteMatch match;
+  // Added to every response of the route (after the upstream's own headers).
+  std::vector<std::pair<std::string, std::string>> response_headers;
   std::string upstream;       // key into Config::upstreams (validated)
   size_t upstream_index = 0;  // index into Config::upstreams, filled by validation
 };

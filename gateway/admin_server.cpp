@@ -110,7 +110,8 @@ void AdminServer::on_read(Connection& c, ssize_t nread, const uv_buf_t*) {
   uv_read_stop(as_stream(&c.tcp));
   const http::MessageHead& head = c.parser->head();
   if (head.method != "GET" && head.method != "HEAD") {
-    respond(c, {405, "text/plain; charset=utf-8", "method not allowed\n"}, false);
+    respond(c, {405, "text/plain; charset=utf-8", "method not allowed\n", "Allow: GET, HEAD\r\n"},
+            false);
     return;
   }
   respond(c, handler_(head), head.method == "HEAD");
@@ -126,7 +127,8 @@ void AdminServer::respond(Connection& c, const AdminResponse& r, bool head_only)
   c.out.append("HTTP/1.1 ").append(code, sr.ptr).append(" ").append(http::reason_phrase(r.status));
   c.out.append("\r\nServer: torii\r\nContent-Type: ").append(r.content_type);
   c.out.append("\r\nContent-Length: ").append(len, lr.ptr);
-  c.out.append("\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
+  c.out.append("\r\nCache-Control: no-store\r\nConnection: close\r\n");
+  c.out.append(r.extra_headers).append("\r\n");
   if (!head_only) c.out.append(r.body);
   uv_buf_t buf = uv_buf_init(c.out.data(), static_cast<unsigned>(c.out.size()));
   c.write_req.data = &c;

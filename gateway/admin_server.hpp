@@ -17,9 +17,15 @@
 namespace torii::gateway {
 
 struct AdminResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
+  AdminResponse(int status_code, std::string type, std::string text, std::string extra = {})
+      : status(status_code),
+        content_type(std::move(type)),
+        body(std::move(text)),
+        extra_headers(std::move(extra)) {}
+  int status;
+  std::string content_type;
   std::string body;
+  std::string extra_headers;  // complete "Name: value\r\n" lines
 };
 
 class AdminServer {

@@ -335,7 +335,8 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
 void ClientConnection::on_response_head(const http::MessageHead& head) {
   response_started_ = true;
   status_ = head.status;
-  ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
+  ForwardContext ctx{client_ip_, "http", request_id_, group_->name(),
+                     &worker_.config().routes[route_index_].response_headers};
   const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
   plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
 }
@@ -407,7 +408,10 @@ void ClientConnection::on_write_done(WriteBatch&, int status) {
 
 void ClientConnection::finish_exchange() {
   record_exchange();
-  const bool close_now = plan_.close_after || read_eof_ || draining_ || !request_complete_;
+  // A response that promised keep-alive keeps the connection open even when
+  // draining began meanwhile: the client may already be sending its next
+  // request, which gets an answer with Connection: close.
+  const bool close_now = plan_.close_after || read_eof_ || !request_complete_;
   reset_exchange();
   served_one_ = true;
   if (close_now) {
@@ -416,6 +420,10 @@ void ClientConnection::finish_exchange() {
   }
   state_ = in_.unparsed_size() > 0 ? State::kReadingHead : State::kIdle;
   set_timer(state_ == State::kIdle ? TimerPhase::kKeepAlive : TimerPhase::kHeader);
+  if (state_ == State::kIdle && (draining_ || worker_.draining())) {
+    draining_ = true;
+    timer_.arm(worker_.idle_drain_grace_ms());
+  }
   if (state_ == State::kIdle) parser_.release_storage();
   process_input();  // a pipelined request may be waiting
 }

@@ -200,6 +200,9 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
   const bool representation_te = plan.mode == ClientBodyMode::kNone && resp.has_transfer_encoding &&
                                  !client_10 && (req.method == "HEAD" || resp.status == 304);
   if (plan.mode == ClientBodyMode::kChunked || representation_te) append_chunked_te(out, resp);
+  if (ctx.response_headers != nullptr) {
+    for (const auto& [name, value] : *ctx.response_headers) append_header(out, name, value);
+  }
   append_list_with(out, resp, "Via", via_version(resp), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
   if (plan.close_after) {

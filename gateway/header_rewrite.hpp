@@ -5,6 +5,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/http1_parser.hpp"
 
@@ -15,6 +17,8 @@ struct ForwardContext {
   std::string_view proto = "http";      // X-Forwarded-Proto
   std::string_view request_id;          // X-Request-Id sent both ways
   std::string_view upstream_authority;  // Host for HTTP/1.0 requests without one
+  // The route's own response headers, added after the upstream's.
+  const std::vector<std::pair<std::string, std::string>>* response_headers = nullptr;
 };
 
 // Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.

@@ -55,41 +55,54 @@ void set_port(Address& a, uint16_t port) {
 
 }  // namespace
 
-ListenSocketSet open_listen_sockets(const conf::Listener& listener, unsigned workers) {
+namespace {
+
+int open_one(const Address& addr, const conf::Listener& listener) {
+  int fd = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail("socket for", listener.address, errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      (addr.ss.ss_family == AF_INET6 &&
+       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+      bind(fd, reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0 ||
+      listen(fd, listener.backlog) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail("cannot listen on", listener.address, err);
+  }
+  return fd;
+}
+
+}  // namespace
+
+ListenSocketSet open_listen_sockets(const conf::Listener& listener, size_t count) {
   ListenSocketSet set;
-  Address addr = to_sockaddr(listener.address);
+  set.requested = listener.address;
+  set.bound = listener.address;
+  grow_listen_sockets(set, listener, count);
+  return set;
+}
+
+void grow_listen_sockets(ListenSocketSet& set, const conf::Listener& listener, size_t count) {
+  Address addr = to_sockaddr(set.bound);
   try {
-    for (unsigned w = 0; w < workers; ++w) {
-      int fd = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0) fail("socket for", listener.address, errno);
+    while (set.fds.size() < count) {
+      const int fd = open_one(addr, listener);
       set.fds.push_back(fd);
-      int one = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-        fail("SO_REUSEPORT on", listener.address, errno);
-      }
-      if (addr.ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-      if (bind(fd, reinterpret_cast<sockaddr*>(&addr.ss), addr.len) != 0) {
-        fail("cannot bind", listener.address, errno);
-      }
-      if (listen(fd, listener.backlog) != 0) fail("cannot listen on", listener.address, errno);
-      if (w == 0 && port_of(addr) == 0) {
-        // Port 0: the kernel picked one; every worker's socket joins it.
+      if (set.bound.port == 0) {
+        // Port 0: the kernel picked one; every other socket joins it.
         Address bound;
         bound.len = sizeof bound.ss;
         getsockname(fd, reinterpret_cast<sockaddr*>(&bound.ss), &bound.len);
-        set_port(addr, port_of(bound));
+        set.bound.port = port_of(bound);
+        set_port(addr, set.bound.port);
       }
     }
   } catch (...) {
-    close_listen_sockets(set);
+    if (set.fds.empty()) set.bound = set.requested;
     throw;
   }
-  conf::HostPort resolved = listener.address;
-  resolved.port = port_of(addr);
-  set.address = resolved.str();
-  return set;
 }
 
 void close_listen_sockets(ListenSocketSet& set) {

@@ -1,6 +1,8 @@
-// Listening sockets, created by the master: one SO_REUSEPORT socket per
-// listener per worker, so the kernel spreads connections across workers
-// and a worker's queue survives its death (the master keeps the socket).
+// Listening sockets, created by the master: for each listener address a
+// set of SO_REUSEPORT sockets, one per worker, so the kernel spreads
+// connections across workers and a worker's queue survives its death (the
+// master keeps the socket). Sets outlive reloads: a socket is never closed
+// while its address stays in the config (closing one resets what is queued).
 #pragma once
 
 #include <string>
@@ -11,12 +13,17 @@
 namespace torii::gateway {
 
 struct ListenSocketSet {
-  std::string address;   // resolved "ip:port" (port 0 replaced by the real port)
-  std::vector<int> fds;  // one per worker
+  conf::HostPort requested;  // as configured (port may be 0)
+  conf::HostPort bound;      // port 0 replaced by the real port
+  std::vector<int> fds;
+  std::string address() const { return bound.str(); }
 };
 
-// Throws std::runtime_error naming the address and the system error.
-ListenSocketSet open_listen_sockets(const conf::Listener& listener, unsigned workers);
+// Opens `count` sockets for a listener. Throws std::runtime_error naming
+// the address and the system error.
+ListenSocketSet open_listen_sockets(const conf::Listener& listener, size_t count);
+// Adds sockets to a set until it has `count` (same address and port).
+void grow_listen_sockets(ListenSocketSet& set, const conf::Listener& listener, size_t count);
 void close_listen_sockets(ListenSocketSet& set);
 
 }  // namespace torii::gateway

@@ -3,10 +3,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 
 #include "common/log.hpp"
+#include "gateway/router.hpp"
 #include "gateway/version.hpp"
 #include "gateway/worker.hpp"
 
@@ -17,52 +20,97 @@ constexpr uint64_t kMinBackoffMs = 100;
 constexpr uint64_t kMaxBackoffMs = 30'000;
 constexpr uint64_t kHealthyRunMs = 2'000;  // a worker that lived this long was not crash-looping
 constexpr uint64_t kKillGraceMs = 5'000;   // after the drain deadline
+constexpr uint64_t kReloadPollMs = 20;
+constexpr uint64_t kReloadReadyTimeoutMs = 30'000;
 // Cells per worker slot: room for every series of a large config (and for
 // new ones on reload); untouched pages of the shared mapping cost nothing.
-constexpr size_t kCellsPerSlot = 256 * 1024;
+constexpr size_t kCellsPerSlot = size_t{64} * 1024;
+// Slots: a generation and the one draining behind it, at any worker count
+// up to this (a reload beyond needs a restart).
+constexpr size_t kMinStatsWorkers = 64;
+
+void close_all_handles(uv_loop_t* loop) {
+  uv_walk(
+      loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+}
 }  // namespace
 
-Master::Master(conf::Config config) : config_(std::move(config)), stats_registry_(kCellsPerSlot) {
+Master::Master(conf::Config config)
+    : config_path_(config.source_path), stats_registry_(kCellsPerSlot) {
+  current_ = std::make_shared<Generation>();
+  current_->number = ++generation_counter_;
+  current_->config = std::make_shared<const conf::Config>(std::move(config));
   uv_loop_init(&loop_);
 }
 
+Master::~Master() {
+  for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
+  uv_loop_close(&loop_);
+}
+
+// ---- sockets ---------------------------------------------------------------
+
+ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
+  for (ListenSocketSet& s : sockets_) {
+    if (s.requested.host == address.host && s.requested.port == address.port) return &s;
+  }
+  return nullptr;
+}
+
+void Master::ensure_sockets(const conf::Config& config) {
+  for (const conf::Listener& l : config.listeners) {
+    if (ListenSocketSet* set = socket_set(l.address)) {
+      grow_listen_sockets(*set, l, config.workers);
+    } else {
+      sockets_.push_back(open_listen_sockets(l, config.workers));
+      LogLine(LogLevel::kInfo, "listening")
+          .kv("listener", sockets_.size() - 1)
+          .kv("address", sockets_.back().address())
+          .kv("workers", config.workers);
+    }
+  }
+}
+
+// ---- metrics and admin -----------------------------------------------------
+
 void Master::setup_metrics() {
-  stats_layout_ = metrics::build_layout(stats_registry_, config_);
-  stats_segment_ = std::make_unique<metrics::StatsSegment>(config_.workers, kCellsPerSlot);
-  master_metrics_ = std::make_unique<metrics::MasterMetrics>(kVersion, config_.workers);
+  const conf::Config& config = *current_->config;
+  current_->layout = metrics::build_layout(stats_registry_, config);
+  const size_t slots = 2 * std::max<size_t>(kMinStatsWorkers, config.workers);
+  stats_segment_ = std::make_unique<metrics::StatsSegment>(slots, kCellsPerSlot);
+  master_metrics_ = std::make_unique<metrics::MasterMetrics>(kVersion, config.workers);
   master_metrics_->reload(true, static_cast<double>(time(nullptr)));
   collector_ = std::make_unique<metrics::SegmentCollector>(*stats_segment_, stats_registry_);
-  if (config_.admin) {
+  if (config.admin) {
     admin_ = std::make_unique<AdminServer>(
         &loop_, [this](const http::MessageHead& request) { return handle_admin(request); });
-    admin_->start(config_.admin->address);
-    LogLine(LogLevel::kInfo, "admin listening").kv("address", admin_->address()).flush_now();
+    admin_->start(config.admin->address);
+    LogLine(LogLevel::kInfo, "admin listening").kv("address", admin_->address());
   }
 }
 
 AdminResponse Master::handle_admin(const http::MessageHead& request) {
-  const std::string_view target = request.target;
-  const std::string_view path = target.substr(0, target.find('?'));
+  const std::string_view path = split_target(request.target).path;  // absolute-form too
   if (path == "/metrics") {
-    std::vector<pid_t> pids;
-    for (const auto& s : slots_) pids.push_back(s->pid);
+    std::vector<pid_t> pids(current_->config->workers, 0);
+    for (const WorkerProcess& w : workers_) {
+      if (w.generation == current_ && !w.retired && w.index < pids.size()) pids[w.index] = w.pid;
+    }
     master_metrics_->sample_processes(pids);
     return {200, "text/plain; version=0.0.4; charset=utf-8",
             metrics::render_metrics(*master_metrics_, *collector_)};
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
-    size_t ready = 0;
-    for (const auto& s : slots_) {
-      const metrics::SlotHeader& h = stats_segment_->header(s->index);
-      if (s->pid != 0 && h.pid.load() == s->pid && h.ready.load(std::memory_order_acquire) != 0) {
-        ++ready;
-      }
-    }
+    const size_t ready = ready_workers(*current_);
+    const size_t want = current_->config->workers;
     const std::string summary =
-        std::to_string(ready) + " of " + std::to_string(slots_.size()) + " workers ready\n";
-    if (ready == slots_.size() && !stopping_)
-      return {200, "text/plain; charset=utf-8", "ready: " + summary};
+        std::to_string(ready) + " of " + std::to_string(want) + " workers ready\n";
+    if (ready == want && !stopping_) return {200, "text/plain; charset=utf-8", "ready: " + summary};
     return {503, "text/plain; charset=utf-8", "not ready: " + summary};
   }
   return {404, "text/plain; charset=utf-8", "not found\n"};
@@ -80,17 +128,33 @@ void Master::reset_slot_gauges(size_t slot) {
   h.pid.store(0, std::memory_order_relaxed);
 }
 
-Master::~Master() {
-  for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
-  uv_loop_close(&loop_);
+size_t Master::free_stats_slot() const {
+  std::vector<bool> used(stats_segment_->slots(), false);
+  for (const WorkerProcess& w : workers_) {
+    if (!w.retired) used[w.stats_slot] = true;
+  }
+  for (size_t i = 0; i < used.size(); ++i) {
+    if (!used[i]) return i;
+  }
+  return used.size();
 }
+
+size_t Master::ready_workers(const Generation& gen) const {
+  size_t ready = 0;
+  for (const WorkerProcess& w : workers_) {
+    if (w.generation.get() != &gen || w.retired || w.pid == 0) continue;
+    const metrics::SlotHeader& h = stats_segment_->header(w.stats_slot);
+    if (h.pid.load() == w.pid && h.ready.load(std::memory_order_acquire) != 0) ++ready;
+  }
+  return ready;
+}
+
+// ---- running ---------------------------------------------------------------
 
 int Master::run() {
   signal(SIGPIPE, SIG_IGN);  // peers closing sockets must not kill anyone
   try {
-    for (const conf::Listener& l : config_.listeners) {
-      sockets_.push_back(open_listen_sockets(l, config_.workers));
-    }
+    ensure_sockets(*current_->config);
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "cannot open listener").kv("error", e.what());
     return 1;
@@ -100,13 +164,6 @@ int Master::run() {
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "cannot start the admin listener").kv("error", e.what());
     return 1;
-  }
-  for (size_t i = 0; i < sockets_.size(); ++i) {
-    LogLine(LogLevel::kInfo, "listening")
-        .kv("listener", i)
-        .kv("address", sockets_[i].address)
-        .kv("workers", config_.workers)
-        .flush_now();
   }
 
   auto on_signal = [](uv_signal_t* h, int signum) {
@@ -123,8 +180,7 @@ int Master::run() {
         self->signal_workers(SIGUSR1);
         break;
       case SIGHUP:
-        LogLine(LogLevel::kWarn, "configuration reload is not supported yet")
-            .kv("signal", "SIGHUP");
+        self->on_reload();
         break;
       default:
         self->on_terminate(false);
@@ -140,148 +196,290 @@ int Master::run() {
   }
   uv_timer_init(&loop_, &kill_timer_);
   kill_timer_.data = this;
+  uv_timer_init(&loop_, &reload_timer_);
+  reload_timer_.data = this;
 
-  for (unsigned i = 0; i < config_.workers; ++i) {
-    auto slot = std::make_unique<WorkerSlot>();
-    slot->master = this;
-    slot->index = i;
-    uv_timer_init(&loop_, &slot->respawn_timer);
-    slot->respawn_timer.data = slot.get();
-    slots_.push_back(std::move(slot));
-  }
-  for (auto& slot : slots_) spawn(*slot);
-
+  start_generation(current_);
   uv_run(&loop_, UV_RUN_DEFAULT);
   LogLine(LogLevel::kInfo, "master exiting").kv("pid", getpid());
   log::flush();
   return 0;
 }
 
-void Master::spawn(WorkerSlot& slot) {
+void Master::start_generation(std::shared_ptr<Generation> gen) {
+  for (unsigned i = 0; i < gen->config->workers; ++i) {
+    workers_.emplace_back();
+    WorkerProcess& w = workers_.back();
+    w.self = std::prev(workers_.end());
+    w.master = this;
+    w.generation = gen;
+    w.index = i;
+    w.stats_slot = free_stats_slot();
+    uv_timer_init(&loop_, &w.respawn_timer);
+    w.respawn_timer.data = &w;
+    spawn(w);
+  }
+}
+
+void Master::spawn(WorkerProcess& w) {
   log::flush();  // the child must not inherit half-written log text
   pid_t pid = fork();
   if (pid < 0) {
     LogLine(LogLevel::kError, "fork failed").kv("error", std::strerror(errno));
-    slot.backoff_ms =
-        slot.backoff_ms == 0 ? kMinBackoffMs : std::min(slot.backoff_ms * 2, kMaxBackoffMs);
+    w.backoff_ms = w.backoff_ms == 0 ? kMinBackoffMs : std::min(w.backoff_ms * 2, kMaxBackoffMs);
     uv_timer_start(
-        &slot.respawn_timer,
+        &w.respawn_timer,
         [](uv_timer_t* t) {
-          auto* s = static_cast<WorkerSlot*>(t->data);
-          s->master->spawn(*s);
+          auto* wp = static_cast<WorkerProcess*>(t->data);
+          wp->master->spawn(*wp);
         },
-        slot.backoff_ms, 0);
+        w.backoff_ms, 0);
     return;
   }
-  if (pid == 0) become_worker(slot);
-  slot.pid = pid;
-  slot.started_ms = uv_now(&loop_);
-  LogLine(LogLevel::kInfo, "worker started").kv("worker", slot.index).kv("pid", pid);
+  if (pid == 0) become_worker(w);
+  w.pid = pid;
+  w.started_ms = uv_now(&loop_);
+  LogLine(LogLevel::kInfo, "worker started")
+      .kv("worker", w.index)
+      .kv("pid", pid)
+      .kv("generation", w.generation->number);
 }
 
-void Master::become_worker(WorkerSlot& slot) {
+void Master::become_worker(WorkerProcess& w) {
   // We are inside a callback of the master's loop (fork happened there).
   // Give that loop a fresh kernel state in this process and close its
   // handles, which stops its signal handlers and timers at once; the loop
   // itself is never run again here (uv_run must not re-enter).
   uv_loop_fork(&loop_);
-  uv_walk(
-      &loop_,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
-      },
-      nullptr);
+  close_all_handles(&loop_);
   log::reset_after_fork();
 
-  std::vector<int> mine;
+  // This worker's sockets: of each listener its generation serves, every
+  // socket j with j % workers == index. Everything else is closed here.
+  const conf::Config& config = *w.generation->config;
+  std::vector<Worker::ListenFd> mine;
   for (ListenSocketSet& set : sockets_) {
-    for (size_t w = 0; w < set.fds.size(); ++w) {
-      if (w == slot.index) {
-        mine.push_back(set.fds[w]);
+    size_t listener = config.listeners.size();
+    for (size_t k = 0; k < config.listeners.size(); ++k) {
+      const conf::HostPort& a = config.listeners[k].address;
+      if (a.host == set.requested.host && a.port == set.requested.port) listener = k;
+    }
+    for (size_t j = 0; j < set.fds.size(); ++j) {
+      if (listener < config.listeners.size() && j % config.workers == w.index) {
+        mine.push_back({listener, set.fds[j]});
       } else {
-        ::close(set.fds[w]);  // another worker's queue
+        ::close(set.fds[j]);
       }
     }
   }
-  WorkerStats stats{&stats_segment_->header(slot.index),
-                    config_.stats_enabled ? stats_segment_->cells(slot.index) : nullptr,
-                    stats_layout_};
-  run_worker_process(config_, slot.index, std::move(mine), std::move(stats));
+  WorkerStats stats{&stats_segment_->header(w.stats_slot),
+                    config.stats_enabled ? stats_segment_->cells(w.stats_slot) : nullptr,
+                    w.generation->layout};
+  run_worker_process(config, w.index, std::move(mine), std::move(stats));
+}
+
+void Master::retire(WorkerProcess& w) {
+  if (w.retired) return;
+  w.retired = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&w.respawn_timer), [](uv_handle_t* h) {
+    auto* wp = static_cast<WorkerProcess*>(h->data);
+    wp->master->workers_.erase(wp->self);
+  });
 }
 
 void Master::on_child_exit() {
   int status = 0;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    for (auto& slot : slots_) {
-      if (slot->pid != pid) continue;
-      slot->pid = 0;
-      reset_slot_gauges(slot->index);
-      const uint64_t ran_ms = uv_now(&loop_) - slot->started_ms;
-      LogLine line(stopping_ || (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? LogLevel::kInfo
-                                                                                : LogLevel::kWarn,
+    auto it = std::find_if(workers_.begin(), workers_.end(),
+                           [pid](const WorkerProcess& w) { return w.pid == pid; });
+    if (it == workers_.end()) continue;
+    WorkerProcess& w = *it;
+    w.pid = 0;
+    reset_slot_gauges(w.stats_slot);
+    const uint64_t ran_ms = uv_now(&loop_) - w.started_ms;
+    const bool expected = stopping_ || w.draining;
+    {
+      LogLine line(expected || (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? LogLevel::kInfo
+                                                                               : LogLevel::kWarn,
                    "worker exited");
-      line.kv("worker", slot->index).kv("pid", pid).kv("ran_ms", ran_ms);
+      line.kv("worker", w.index).kv("pid", pid).kv("generation", w.generation->number);
+      line.kv("ran_ms", ran_ms);
       if (WIFSIGNALED(status)) {
         line.kv("signal", strsignal(WTERMSIG(status)));
       } else {
         line.kv("status", WEXITSTATUS(status));
       }
-      if (stopping_) break;
-      master_metrics_->worker_restarted();
-      // Respawn at once after a healthy run, with growing backoff when it crash-loops.
-      slot->backoff_ms = ran_ms >= kHealthyRunMs ? 0
-                         : slot->backoff_ms == 0 ? kMinBackoffMs
-                                                 : std::min(slot->backoff_ms * 2, kMaxBackoffMs);
-      LogLine(LogLevel::kInfo, "worker respawn scheduled")
-          .kv("worker", slot->index)
-          .kv("delay_ms", slot->backoff_ms);
-      uv_timer_start(
-          &slot->respawn_timer,
-          [](uv_timer_t* t) {
-            auto* s = static_cast<WorkerSlot*>(t->data);
-            s->master->spawn(*s);
-          },
-          slot->backoff_ms, 0);
-      break;
     }
+    const bool wanted = w.generation == current_ || w.generation == pending_;
+    if (expected || !wanted) {
+      retire(w);
+      continue;
+    }
+    master_metrics_->worker_restarted();
+    // Respawn at once after a healthy run, with growing backoff when it crash-loops.
+    w.backoff_ms = ran_ms >= kHealthyRunMs ? 0
+                   : w.backoff_ms == 0     ? kMinBackoffMs
+                                           : std::min(w.backoff_ms * 2, kMaxBackoffMs);
+    LogLine(LogLevel::kInfo, "worker respawn scheduled")
+        .kv("worker", w.index)
+        .kv("delay_ms", w.backoff_ms);
+    uv_timer_start(
+        &w.respawn_timer,
+        [](uv_timer_t* t) {
+          auto* wp = static_cast<WorkerProcess*>(t->data);
+          wp->master->spawn(*wp);
+        },
+        w.backoff_ms, 0);
   }
   if (stopping_ && live_workers() == 0) finish();
 }
 
 size_t Master::live_workers() const {
-  size_t n = 0;
-  for (const auto& s : slots_) n += s->pid != 0 ? 1 : 0;
-  return n;
+  return static_cast<size_t>(std::count_if(workers_.begin(), workers_.end(),
+                                           [](const WorkerProcess& w) { return w.pid != 0; }));
 }
 
 void Master::signal_workers(int sig) {
-  for (auto& s : slots_) {
-    if (s->pid != 0) kill(s->pid, sig);
+  for (const WorkerProcess& w : workers_) {
+    if (w.pid != 0) kill(w.pid, sig);
   }
 }
+
+// ---- reload ----------------------------------------------------------------
+
+void Master::on_reload() {
+  if (stopping_) return;
+  if (pending_) {
+    // One reload at a time; the latest file is read once this one settles.
+    reload_again_ = true;
+    LogLine(LogLevel::kInfo, "reload already in progress, will reload again after it");
+    return;
+  }
+  LogLine(LogLevel::kInfo, "reloading configuration").kv("config", config_path_);
+  auto gen = std::make_shared<Generation>();
+  try {
+    auto config = std::make_shared<conf::Config>(conf::load_config_file(config_path_));
+    if (config->workers * 2 > stats_segment_->slots()) {
+      throw std::runtime_error("workers " + std::to_string(config->workers) +
+                               " is more than a reload can start (restart instead)");
+    }
+    if (config->admin.has_value() != current_->config->admin.has_value() ||
+        (config->admin && config->admin->address.str() != current_->config->admin->address.str())) {
+      throw std::runtime_error("the admin address cannot change on reload (restart instead)");
+    }
+    ensure_sockets(*config);
+    gen->layout = metrics::build_layout(stats_registry_, *config);
+    gen->config = std::move(config);
+  } catch (const std::exception& e) {
+    LogLine(LogLevel::kError, "configuration reload failed, keeping the running configuration")
+        .kv("error", e.what());
+    master_metrics_->reload(false, 0);
+    return;
+  }
+  gen->number = ++generation_counter_;
+  pending_ = gen;
+  reload_started_ms_ = uv_now(&loop_);
+  start_generation(gen);
+  uv_timer_start(
+      &reload_timer_, [](uv_timer_t* t) { static_cast<Master*>(t->data)->check_new_generation(); },
+      kReloadPollMs, kReloadPollMs);
+}
+
+void Master::check_new_generation() {
+  if (!pending_) return;
+  if (ready_workers(*pending_) < pending_->config->workers) {
+    if (uv_now(&loop_) - reload_started_ms_ > kReloadReadyTimeoutMs) {
+      abandon_new_generation("the new workers did not become ready in time");
+    }
+    return;
+  }
+  uv_timer_stop(&reload_timer_);
+  const std::shared_ptr<Generation> old = current_;
+  current_ = pending_;
+  pending_.reset();
+  // The new generation accepts on the same sockets; the old one drains
+  // (accepts what is queued, finishes in flight, answers with
+  // Connection: close) and exits.
+  for (WorkerProcess& w : workers_) {
+    if (w.generation != old || w.retired) continue;
+    w.draining = true;
+    if (w.pid != 0) {
+      kill(w.pid, SIGTERM);
+    } else {
+      uv_timer_stop(&w.respawn_timer);
+      retire(w);
+    }
+  }
+  // Sockets of listeners the new config dropped: the old workers take what
+  // is queued and close theirs; the master's copies go now.
+  for (auto it = sockets_.begin(); it != sockets_.end();) {
+    const bool kept = std::any_of(current_->config->listeners.begin(),
+                                  current_->config->listeners.end(), [&](const conf::Listener& l) {
+                                    return l.address.host == it->requested.host &&
+                                           l.address.port == it->requested.port;
+                                  });
+    if (kept) {
+      ++it;
+    } else {
+      LogLine(LogLevel::kInfo, "listener removed").kv("address", it->address());
+      close_listen_sockets(*it);
+      it = sockets_.erase(it);
+    }
+  }
+  master_metrics_->reload(true, static_cast<double>(time(nullptr)));
+  LogLine(LogLevel::kInfo, "configuration reloaded")
+      .kv("generation", current_->number)
+      .kv("workers", current_->config->workers);
+  if (reload_again_) {
+    reload_again_ = false;
+    on_reload();
+  }
+}
+
+void Master::abandon_new_generation(const std::string& why) {
+  uv_timer_stop(&reload_timer_);
+  LogLine(LogLevel::kError, "configuration reload failed, keeping the running configuration")
+      .kv("error", why);
+  for (WorkerProcess& w : workers_) {
+    if (w.generation != pending_ || w.retired) continue;
+    w.draining = true;  // not respawned
+    if (w.pid != 0) {
+      kill(w.pid, SIGKILL);
+    } else {
+      uv_timer_stop(&w.respawn_timer);
+      retire(w);
+    }
+  }
+  pending_.reset();
+  master_metrics_->reload(false, 0);
+  reload_again_ = false;
+}
+
+// ---- stopping --------------------------------------------------------------
 
 void Master::on_terminate(bool graceful) {
   ++terminate_count_;
   if (stopping_ && graceful && terminate_count_ < 2) return;
   const bool force = stopping_;  // a second request forces the exit
   stopping_ = true;
-  for (auto& s : slots_) uv_timer_stop(&s->respawn_timer);
+  uv_timer_stop(&reload_timer_);
+  for (WorkerProcess& w : workers_) uv_timer_stop(&w.respawn_timer);
+  const conf::Config& config = *current_->config;
   if (force || !graceful) {
-    LogLine(LogLevel::kInfo, force ? "forced stop" : "stopping now").flush_now();
+    LogLine(LogLevel::kInfo, force ? "forced stop" : "stopping now");
     signal_workers(force ? SIGKILL : SIGINT);
   } else {
     // Nothing will accept new connections any more: let the kernel refuse
     // them once the workers have taken what is queued and closed theirs.
     for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
     LogLine(LogLevel::kInfo, "graceful shutdown: draining workers")
-        .kv("deadline_ms", static_cast<int64_t>(config_.timeouts.drain.count()))
-        .flush_now();
+        .kv("deadline_ms", static_cast<int64_t>(config.timeouts.drain.count()));
     signal_workers(SIGTERM);
   }
   // Whatever happens, the master does not wait forever.
   const uint64_t grace = graceful && !force
-                             ? static_cast<uint64_t>(config_.timeouts.drain.count()) + kKillGraceMs
+                             ? static_cast<uint64_t>(config.timeouts.drain.count()) + kKillGraceMs
                              : 1000;
   uv_timer_start(
       &kill_timer_,
@@ -297,12 +495,7 @@ void Master::on_terminate(bool graceful) {
 
 void Master::finish() {
   if (admin_) admin_->close();
-  uv_walk(
-      &loop_,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
-      },
-      nullptr);
+  close_all_handles(&loop_);
 }
 
 }  // namespace torii::gateway

@@ -1,14 +1,18 @@
 // The master process: owns the validated config and the listening
 // sockets, forks the workers, respawns those that die (with backoff when
-// they keep dying) and turns signals into drains and stops. It never
-// touches client traffic, so it stays responsive whatever the workers do.
+// they keep dying), reloads the config on SIGHUP by starting a new
+// generation of workers on the same sockets, and turns signals into drains
+// and stops. It never touches client traffic, so it stays responsive
+// whatever the workers do.
 #pragma once
 
 #include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
+#include <list>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "conf/config.hpp"
@@ -30,39 +34,67 @@ class Master {
   int run();
 
  private:
-  struct WorkerSlot {
+  // One generation of workers: the config they run and their stats layout.
+  struct Generation {
+    uint64_t number = 0;
+    std::shared_ptr<const conf::Config> config;
+    metrics::StatsLayout layout;
+  };
+  // One worker process (alive, or waiting to be respawned).
+  struct WorkerProcess {
     Master* master = nullptr;
-    unsigned index = 0;
+    std::shared_ptr<Generation> generation;
+    unsigned index = 0;     // within its generation
+    size_t stats_slot = 0;  // its slot in the shared segment
     pid_t pid = 0;
     uint64_t started_ms = 0;
     uint64_t backoff_ms = 0;
+    bool draining = false;  // an old generation's worker, told to drain
+    bool retired = false;   // exited for good; erased once its timer closed
     uv_timer_t respawn_timer;
+    std::list<WorkerProcess>::iterator self;
   };
 
-  void spawn(WorkerSlot& slot);
+  void start_generation(std::shared_ptr<Generation> gen);
+  void spawn(WorkerProcess& w);
+  [[noreturn]] void become_worker(WorkerProcess& w);
+  void retire(WorkerProcess& w);
   void on_child_exit();
   void on_terminate(bool graceful);
+  void on_reload();
+  void check_new_generation();
+  void abandon_new_generation(const std::string& why);
   void signal_workers(int sig);
   size_t live_workers() const;
+  size_t ready_workers(const Generation& gen) const;
+  size_t free_stats_slot() const;
   void finish();
   void setup_metrics();
   AdminResponse handle_admin(const http::MessageHead& request);
   // Zeroes the gauges of a slot whose worker died (its connections are gone).
   void reset_slot_gauges(size_t slot);
-  [[noreturn]] void become_worker(WorkerSlot& slot);
+  ListenSocketSet* socket_set(const conf::HostPort& address);
+  // Opens sockets for listeners the config adds, and more sockets per
+  // listener when it asks for more workers. Throws std::runtime_error.
+  void ensure_sockets(const conf::Config& config);
 
-  conf::Config config_;
+  std::string config_path_;
+  std::shared_ptr<Generation> current_;
+  std::shared_ptr<Generation> pending_;  // a reload's generation, not yet ready
+  uint64_t generation_counter_ = 0;
   uv_loop_t loop_;
-  std::vector<ListenSocketSet> sockets_;  // [listener]
+  std::vector<ListenSocketSet> sockets_;  // one set per listener address ever configured
   metrics::StatsRegistry stats_registry_;
   std::unique_ptr<metrics::StatsSegment> stats_segment_;
-  metrics::StatsLayout stats_layout_;
   std::unique_ptr<metrics::MasterMetrics> master_metrics_;
   std::unique_ptr<metrics::SegmentCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
-  std::vector<std::unique_ptr<WorkerSlot>> slots_;
+  std::list<WorkerProcess> workers_;
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_;
   uv_timer_t kill_timer_;
+  uv_timer_t reload_timer_;  // polls a new generation's readiness
+  uint64_t reload_started_ms_ = 0;
+  bool reload_again_ = false;  // SIGHUP while a reload was in progress
   bool stopping_ = false;
   int terminate_count_ = 0;
 };

@@ -23,7 +23,7 @@ uint64_t splitmix64(uint64_t& x) {
 
 }  // namespace
 
-Worker::Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
+Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
                WorkerStats stats)
     : io_(&loop_),
       config_(config),
@@ -73,15 +73,15 @@ int Worker::run() {
     log_writer_.stop();
     return 1;
   }
-  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+  for (const ListenFd& lf : listen_fds_) {
     auto l = std::make_unique<Listener>();
     l->worker = this;
     uv_tcp_init(&loop_, &l->tcp);
     l->tcp.data = l.get();
-    int rc = uv_tcp_open(&l->tcp, listen_fds_[i]);
+    int rc = uv_tcp_open(&l->tcp, lf.fd);
     if (rc == 0) {
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), config_.listeners[i].backlog,
-                     [](uv_stream_t* server, int status) {
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp),
+                     config_.listeners[lf.listener].backlog, [](uv_stream_t* server, int status) {
                        static_cast<Listener*>(server->data)->worker->on_connection(server, status);
                      });
     }
@@ -95,8 +95,8 @@ int Worker::run() {
 
   auto on_signal = [](uv_signal_t* h, int signum) {
     auto* self = static_cast<Worker*>(h->data);
-    if (signum == SIGTERM) {
-      self->start_drain();
+    if (signum == SIGTERM || signum == SIGUSR2) {
+      self->start_drain(signum == SIGUSR2);
     } else if (signum == SIGUSR1) {
       self->access_log_.reopen();  // logrotate moved the file
     } else if (signum == SIGHUP) {
@@ -109,9 +109,9 @@ int Worker::run() {
       _exit(0);
     }
   };
-  for (auto [sig, handle] :
-       {std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_}, std::pair{SIGQUIT, &sigquit_},
-        std::pair{SIGHUP, &sighup_}, std::pair{SIGUSR1, &sigusr1_}}) {
+  for (auto [sig, handle] : {std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
+                             std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_},
+                             std::pair{SIGUSR1, &sigusr1_}, std::pair{SIGUSR2, &sigusr2_}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, on_signal, sig);
@@ -156,9 +156,10 @@ void Worker::on_connection_closed(ClientConnection& conn) {
   maybe_finish();
 }
 
-void Worker::start_drain() {
+void Worker::start_drain(bool for_reload) {
   if (draining_) return;
   draining_ = true;
+  drain_for_reload_ = for_reload;
   if (slot_header_ != nullptr) slot_header_->ready.store(0, std::memory_order_release);
   LogLine(LogLevel::kInfo, "worker draining")
       .kv("worker", index_)
@@ -202,14 +203,14 @@ void Worker::close_all_handles() {
   for (auto& g : groups_) g->close_idle();
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   access_log_.close();
-  for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_, &sigusr1_}) {
+  for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_, &sigusr1_, &sigusr2_}) {
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
   }
   log_writer_.close();
 }
 
-void run_worker_process(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
-                        WorkerStats stats) {
+void run_worker_process(const conf::Config& config, unsigned index,
+                        std::vector<Worker::ListenFd> listen_fds, WorkerStats stats) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;

@@ -31,8 +31,14 @@ struct WorkerStats {
 
 class Worker {
  public:
-  // `listen_fds[i]` is this worker's socket for config.listeners[i].
-  Worker(const conf::Config& config, unsigned index, std::vector<int> listen_fds,
+  // Sockets this worker accepts on, each for one of config.listeners (a
+  // worker takes several sockets of a listener when the worker count shrank
+  // on reload: a socket is never closed while its listener stays).
+  struct ListenFd {
+    size_t listener;
+    int fd;
+  };
+  Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
          WorkerStats stats);
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -49,7 +55,13 @@ class Worker {
   const metrics::StatsLayout& layout() const { return layout_; }
   metrics::AccessLog& access_log() { return access_log_; }
   bool draining() const { return draining_; }
-  uint64_t idle_drain_grace_ms() const { return 1000; }
+  // How long an idle keep-alive connection stays open once draining: a
+  // shutdown closes them after a short grace; a reload keeps them until the
+  // drain deadline, so a client's next request is answered (with
+  // Connection: close) instead of racing our close.
+  uint64_t idle_drain_grace_ms() const {
+    return drain_for_reload_ ? static_cast<uint64_t>(config_.timeouts.drain.count()) : 1000;
+  }
   // 32 hex digits of randomness (a fresh X-Request-Id).
   void next_request_id(char out[33]);
   void on_connection_closed(ClientConnection& conn);
@@ -60,7 +72,7 @@ class Worker {
     Worker* worker;
   };
   void on_connection(uv_stream_t* server, int status);
-  void start_drain();
+  void start_drain(bool for_reload);
   void maybe_finish();
   void close_all_handles();
 
@@ -74,7 +86,7 @@ class Worker {
   IoContext io_;
   conf::Config config_;
   unsigned index_;
-  std::vector<int> listen_fds_;
+  std::vector<ListenFd> listen_fds_;
   Router router_;
   metrics::SlotHeader* slot_header_;
   metrics::StatsLayout layout_;
@@ -82,17 +94,18 @@ class Worker {
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::list<ClientConnection> connections_;
-  uv_signal_t sigterm_, sigint_, sigquit_, sighup_, sigusr1_;
+  uv_signal_t sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_;
   metrics::AccessLog access_log_;
   uv_timer_t drain_timer_;
   LogWriter log_writer_;
   bool draining_ = false;
+  bool drain_for_reload_ = false;
   bool finished_ = false;
   uint64_t rng_[2];
 };
 
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
-                                     std::vector<int> listen_fds, WorkerStats stats);
+                                     std::vector<Worker::ListenFd> listen_fds, WorkerStats stats);
 
 }  // namespace torii::gateway

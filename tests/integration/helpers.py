@@ -416,3 +416,130 @@ def echo_headers(resp):
 def echo_header(resp, name):
     vals = [v for k, v in echo_headers(resp) if k.lower() == name.lower()]
     return vals
+
+
+# --------------------------------------------------------------------------- admin listener / metrics
+# (added for test_metrics.py)
+
+ADMIN_ANY_PORT = {"address": "127.0.0.1:0"}
+
+
+def admin_port(t, timeout=5.0):
+    """The admin listener's port, from the master's `msg="admin listening" address=HOST:PORT` line."""
+    recs = t.wait_records(lambda rs: [r for r in rs if r.get("msg") == "admin listening"], timeout,
+                          "the 'admin listening' line")
+    m = re.search(r":(\d+)$", recs[-1].get("address", ""))
+    assert m, f"cannot parse admin address {recs[-1]!r}"
+    return int(m.group(1))
+
+
+def admin_request(port, path="/metrics", method="GET", timeout=5.0):
+    """One request to the admin listener on a fresh connection. Returns (Response, seconds taken).
+
+    The admin listener always answers with Connection: close; for HEAD the bytes after the head
+    (which must be none) end up in resp.body."""
+    start = time.monotonic()
+    with HttpConn(port, timeout=timeout) as c:
+        c.request(method, path, host=f"127.0.0.1:{port}")
+        resp = c.read_response(method=method)
+        if method == "HEAD":
+            resp.body = c.read_until_eof(max(0.1, timeout - (time.monotonic() - start)))
+    return resp, time.monotonic() - start
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def _unescape_label(v):
+    return re.sub(r'\\(.)', lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), v)
+
+
+def _prom_float(s):
+    return {"+Inf": float("inf"), "-Inf": float("-inf"), "NaN": float("nan")}.get(s) or float(s)
+
+
+class Metrics:
+    """A parsed Prometheus text exposition: samples keyed by (name, sorted label items)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = {}
+        self.types = {}
+        self.helps = {}
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip()
+                elif len(parts) >= 3 and parts[1] == "HELP":
+                    self.helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+                continue
+            m = _SAMPLE.match(line)
+            assert m, f"unparseable exposition line {line!r}"
+            name, labels_text, value = m.groups()
+            labels = {}
+            if labels_text:
+                pos = 0
+                while pos < len(labels_text):
+                    lm = _LABEL.match(labels_text, pos)
+                    assert lm, f"unparseable labels in {line!r}"
+                    labels[lm.group(1)] = _unescape_label(lm.group(2))
+                    pos = lm.end()
+            key = (name, tuple(sorted(labels.items())))
+            assert key not in self.samples, f"duplicate sample {line!r}"
+            self.samples[key] = _prom_float(value)
+
+    def series(self, name, **labels):
+        """[(labels dict, value)] of every sample of `name` whose labels include `labels`."""
+        out = []
+        for (n, items), v in self.samples.items():
+            d = dict(items)
+            if n == name and all(d.get(k) == v2 for k, v2 in labels.items()):
+                out.append((d, v))
+        return out
+
+    def get(self, name, default=None, **labels):
+        """The value of the one sample with exactly these labels (default if absent)."""
+        return self.samples.get((name, tuple(sorted(labels.items()))), default)
+
+    def sum(self, name, **labels):
+        return sum(v for _, v in self.series(name, **labels))
+
+    def family_of(self, sample_name):
+        for suffix in ("_bucket", "_count", "_sum", ""):
+            base = sample_name[: len(sample_name) - len(suffix)] if suffix else sample_name
+            if sample_name.endswith(suffix) and self.types.get(base) in (("histogram", "summary") if suffix else
+                                                                        ("counter", "gauge", "untyped")):
+                return base
+        return None
+
+    def counters(self):
+        """{key: value} of every monotonic sample: counters and histogram buckets/counts/sums."""
+        out = {}
+        for key, v in self.samples.items():
+            fam = self.family_of(key[0])
+            if fam is not None and self.types[fam] in ("counter", "histogram"):
+                out[key] = v
+        return out
+
+
+def scrape(port, timeout=5.0):
+    """GET /metrics from the admin listener -> Metrics (asserts a 200)."""
+    resp, _ = admin_request(port, "/metrics", timeout=timeout)
+    assert resp.status == 200, f"/metrics answered {resp!r}"
+    return Metrics(resp.body.decode("utf-8"))
+
+
+def scrape_until(port, pred, timeout=5.0, interval=0.02):
+    """Scrape until pred(Metrics) is true; returns that scrape, or the last one after `timeout`
+    (for the caller's assertions to explain). A worker counts a request just after queueing its
+    response, so a client can see the response a moment before a scrape sees the count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = scrape(port)
+        if pred(m) or time.monotonic() >= deadline:
+            return m
+        time.sleep(interval)
