@@ -58,8 +58,8 @@ struct AccessLog {
   // "off", "stdout", "stderr" or a file path (relative to the config file's folder).
   std::string path = "off";
   AccessLogFormat format = AccessLogFormat::kJson;
-  uint64_t buffer_bytes = 64 * 1024;  // a worker flushes when this much is buffered
-  Millis flush_interval{200};         // ... or this often
+  uint64_t buffer_bytes = uint64_t{64} * 1024;  // a worker flushes when this much is buffered
+  Millis flush_interval{200};                   // ... or this often
   bool enabled() const { return path != "off"; }
 };
 

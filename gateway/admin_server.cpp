@@ -9,7 +9,7 @@
 namespace torii::gateway {
 
 namespace {
-constexpr size_t kMaxRequestBytes = 16 * 1024;
+constexpr size_t kMaxRequestBytes = size_t{16} * 1024;
 constexpr uint64_t kConnectionTimeoutMs = 10'000;
 
 uv_stream_t* as_stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); }

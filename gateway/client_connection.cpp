@@ -76,6 +76,7 @@ bool ClientConnection::adopt(int fd) {
 }
 
 void ClientConnection::start() {
+  worker_.stats().add(worker_.layout().connections_accepted);
   worker_.stats().gauge_add(worker_.layout().connections_active, 1);
   counted_active_ = true;
   route_index_ = worker_.layout().route_count - 1;
@@ -370,6 +371,7 @@ void ClientConnection::on_response_complete() {
   upstream_ = nullptr;
   upstream_ns_ = uv_hrtime() - upstream_start_ns_;
   if (plan_.mode == ClientBodyMode::kChunked) out().append_static(kLastChunk);
+  record_exchange();  // before the bytes leave: a client never sees an uncounted answer
   flush();
   finish_exchange();
 }
@@ -476,7 +478,7 @@ void ClientConnection::record_exchange() {
                   : std::string_view();
     r.status = status_;
     r.bytes_received = exchange_bytes_in_;
-    r.bytes_sent = exchange_bytes_out_;
+    r.bytes_sent = exchange_bytes_out_ + (out_ != nullptr ? out_->bytes() : 0);
     r.duration_us = duration_us;
     if (upstream_server_ != nullptr) {
       r.upstream_server = *upstream_server_;
@@ -508,6 +510,7 @@ void ClientConnection::local_reply(Error error, bool close_after) {
   build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
                     head.is_http10() && head.keep_alive, out().owned());
   status_ = error_status(error);
+  record_exchange();
   flush();
   state_ = State::kLocalReply;
   plan_.close_after = close_after || !head.keep_alive;

@@ -22,6 +22,7 @@ constexpr uint64_t kHealthyRunMs = 2'000;  // a worker that lived this long was 
 constexpr uint64_t kKillGraceMs = 5'000;   // after the drain deadline
 constexpr uint64_t kReloadPollMs = 20;
 constexpr uint64_t kReloadReadyTimeoutMs = 30'000;
+constexpr uint64_t kStaleHeartbeatMs = 2'000;
 // Cells per worker slot: room for every series of a large config (and for
 // new ones on reload); untouched pages of the shared mapping cost nothing.
 constexpr size_t kCellsPerSlot = size_t{64} * 1024;
@@ -144,7 +145,12 @@ size_t Master::ready_workers(const Generation& gen) const {
   for (const WorkerProcess& w : workers_) {
     if (w.generation.get() != &gen || w.retired || w.pid == 0) continue;
     const metrics::SlotHeader& h = stats_segment_->header(w.stats_slot);
-    if (h.pid.load() == w.pid && h.ready.load(std::memory_order_acquire) != 0) ++ready;
+    // A worker whose loop has not beaten for a while (stopped, stuck in a
+    // long call) still owns a socket whose connections would wait.
+    const uint64_t now_ms = uv_hrtime() / 1'000'000;
+    const bool beating =
+        now_ms - h.heartbeat_ms.load(std::memory_order_relaxed) <= kStaleHeartbeatMs;
+    if (h.pid.load() == w.pid && h.ready.load(std::memory_order_acquire) != 0 && beating) ++ready;
   }
   return ready;
 }
@@ -206,7 +212,7 @@ int Master::run() {
   return 0;
 }
 
-void Master::start_generation(std::shared_ptr<Generation> gen) {
+void Master::start_generation(const std::shared_ptr<Generation>& gen) {
   for (unsigned i = 0; i < gen->config->workers; ++i) {
     workers_.emplace_back();
     WorkerProcess& w = workers_.back();
@@ -353,16 +359,21 @@ void Master::on_reload() {
   if (pending_) {
     // One reload at a time; the latest file is read once this one settles.
     reload_again_ = true;
-    LogLine(LogLevel::kInfo, "reload already in progress, will reload again after it");
+    LogLine(LogLevel::kInfo, "reload already in progress, will reload again after it")
+        .kv("generation", pending_->number);
     return;
   }
   LogLine(LogLevel::kInfo, "reloading configuration").kv("config", config_path_);
   auto gen = std::make_shared<Generation>();
   try {
     auto config = std::make_shared<conf::Config>(conf::load_config_file(config_path_));
-    if (config->workers * 2 > stats_segment_->slots()) {
-      throw std::runtime_error("workers " + std::to_string(config->workers) +
-                               " is more than a reload can start (restart instead)");
+    size_t busy_slots = 0;
+    for (const WorkerProcess& w : workers_) busy_slots += w.retired ? 0 : 1;
+    if (busy_slots + config->workers > stats_segment_->slots()) {
+      throw std::runtime_error(
+          "workers " + std::to_string(config->workers) +
+          " do not fit beside the workers still running (" + std::to_string(busy_slots) + " of " +
+          std::to_string(stats_segment_->slots()) + " statistics slots busy); restart instead");
     }
     if (config->admin.has_value() != current_->config->admin.has_value() ||
         (config->admin && config->admin->address.str() != current_->config->admin->address.str())) {
@@ -405,7 +416,7 @@ void Master::check_new_generation() {
     if (w.generation != old || w.retired) continue;
     w.draining = true;
     if (w.pid != 0) {
-      kill(w.pid, SIGTERM);
+      kill(w.pid, SIGUSR2);  // drain for a reload: idle connections kept to the deadline
     } else {
       uv_timer_stop(&w.respawn_timer);
       retire(w);
@@ -467,7 +478,7 @@ void Master::on_terminate(bool graceful) {
   for (WorkerProcess& w : workers_) uv_timer_stop(&w.respawn_timer);
   const conf::Config& config = *current_->config;
   if (force || !graceful) {
-    LogLine(LogLevel::kInfo, force ? "forced stop" : "stopping now");
+    LogLine(LogLevel::kInfo, force ? "forced stop" : "stopping now").kv("pid", getpid());
     signal_workers(force ? SIGKILL : SIGINT);
   } else {
     // Nothing will accept new connections any more: let the kernel refuse

@@ -55,7 +55,7 @@ class Master {
     std::list<WorkerProcess>::iterator self;
   };
 
-  void start_generation(std::shared_ptr<Generation> gen);
+  void start_generation(const std::shared_ptr<Generation>& gen);
   void spawn(WorkerProcess& w);
   [[noreturn]] void become_worker(WorkerProcess& w);
   void retire(WorkerProcess& w);

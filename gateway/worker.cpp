@@ -120,9 +120,21 @@ int Worker::run() {
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
 
+  uv_timer_init(&loop_, &heartbeat_timer_);
+  heartbeat_timer_.data = this;
   if (slot_header_ != nullptr) {
+    slot_header_->heartbeat_ms.store(uv_hrtime() / 1'000'000, std::memory_order_relaxed);
     slot_header_->pid.store(getpid(), std::memory_order_relaxed);
     slot_header_->ready.store(1, std::memory_order_release);
+    uv_timer_start(
+        &heartbeat_timer_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Worker*>(t->data);
+          self->slot_header_->heartbeat_ms.store(uv_hrtime() / 1'000'000,
+                                                 std::memory_order_relaxed);
+        },
+        250, 250);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&heartbeat_timer_));
   }
   LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -138,7 +150,6 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   if (draining_) return;
-  stats_.add(layout_.connections_accepted);
   connections_.emplace_back(*this);
   ClientConnection& conn = connections_.back();
   conn.self_ = std::prev(connections_.end());
@@ -202,6 +213,7 @@ void Worker::maybe_finish() {
 void Worker::close_all_handles() {
   for (auto& g : groups_) g->close_idle();
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&heartbeat_timer_), nullptr);
   access_log_.close();
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sigquit_, &sighup_, &sigusr1_, &sigusr2_}) {
     uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);

@@ -97,6 +97,7 @@ class Worker {
   uv_signal_t sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_;
   metrics::AccessLog access_log_;
   uv_timer_t drain_timer_;
+  uv_timer_t heartbeat_timer_;
   LogWriter log_writer_;
   bool draining_ = false;
   bool drain_for_reload_ = false;

@@ -138,6 +138,9 @@ struct alignas(64) SlotHeader {
   std::atomic<int32_t> pid{0};
   std::atomic<uint32_t> ready{0};  // the worker accepts traffic
   std::atomic<uint64_t> started_unix_ms{0};
+  // uv_hrtime() / 1e6 (CLOCK_MONOTONIC, the same in every process), written
+  // by the worker's loop every 250 ms: a stale one means a stuck worker.
+  std::atomic<uint64_t> heartbeat_ms{0};
 };
 
 // The shared segment: `slots` slots of `cells_per_slot` cells each.
