@@ -826,7 +826,7 @@ Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
 Config read_config(const Node& root) {
   if (!root.value().is_object()) root.fail_type("a JSON object at the top level");
   const ObjectReader obj(root, {"workers", "log_level", "listeners", "admin", "limits", "timeouts",
-                                "access_log", "stats", "upstreams", "routes"});
+                                "access_log", "stats", "pid_file", "upstreams", "routes"});
   Config config;
   config.source_path = root.file();
   if (auto n = obj.optional("workers")) config.workers = read_workers(*n);
@@ -836,6 +836,15 @@ Config read_config(const Node& root) {
   if (auto n = obj.optional("limits")) config.limits = read_limits(*n);
   if (auto n = obj.optional("timeouts")) config.timeouts = read_timeouts(*n);
   if (auto n = obj.optional("access_log")) config.access_log = read_access_log(*n, root.file());
+  if (auto n = obj.optional("pid_file")) {
+    config.pid_file = read_string(*n);
+    if (config.pid_file.empty()) n->fail("pid_file must not be empty");
+    if (config.pid_file.front() != '/') {
+      const size_t slash = root.file().rfind('/');
+      if (slash != std::string::npos)
+        config.pid_file = root.file().substr(0, slash + 1) + config.pid_file;
+    }
+  }
   if (auto n = obj.optional("stats")) {
     const ObjectReader stats(*n, {"enabled"});
     if (auto e = stats.optional("enabled")) {

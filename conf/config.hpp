@@ -106,6 +106,8 @@ struct Config {
   AccessLog access_log;
   // Shared-memory request statistics (/metrics). Off only to measure their cost.
   bool stats_enabled = true;
+  // Where the master writes its pid (for `torii -s SIGNAL`); empty: none.
+  std::string pid_file;
   std::string log_level = "info";  // "debug" | "info" | "warn" | "error"
 };
 

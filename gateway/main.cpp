@@ -9,12 +9,14 @@
 #include "common/log.hpp"
 #include "conf/config.hpp"
 #include "gateway/master.hpp"
+#include "gateway/pid_file.hpp"
 #include "gateway/version.hpp"
 
 namespace {
 
 constexpr const char* kUsage =
     "Usage: torii [-t] -c FILE\n"
+    "       torii -s reload|stop|quit|reopen -c FILE\n"
     "       torii --version | --help\n"
     "\n"
     "Torii is a multi-process HTTP/1.1 reverse proxy and API gateway.\n"
@@ -22,6 +24,9 @@ constexpr const char* kUsage =
     "Options:\n"
     "  -c, --config FILE  configuration file (JSON), default conf/torii.json\n"
     "  -t, --test         validate the configuration and exit (0 = valid, 1 = invalid)\n"
+    "  -s SIGNAL          signal the running master (pid from the config's pid_file):\n"
+    "                     reload (HUP), stop (TERM, graceful), quit (QUIT, at once),\n"
+    "                     reopen (USR1, log files)\n"
     "  -v, --version      print the version and exit\n"
     "  -h, --help         print this help and exit\n"
     "\n"
@@ -33,6 +38,7 @@ constexpr const char* kUsage =
 int main(int argc, char** argv) {
   std::string config_path = "conf/torii.json";
   bool test_only = false;
+  std::string signal_name;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -45,6 +51,8 @@ int main(int argc, char** argv) {
     }
     if (a == "-t" || a == "--test") {
       test_only = true;
+    } else if (a == "-s" && i + 1 < argc) {
+      signal_name = argv[++i];
     } else if ((a == "-c" || a == "--config") && i + 1 < argc) {
       config_path = argv[++i];
     } else {
@@ -64,6 +72,7 @@ int main(int argc, char** argv) {
     std::printf("torii: configuration %s is valid\n", config_path.c_str());
     return 0;
   }
+  if (!signal_name.empty()) return torii::gateway::signal_master(config, signal_name);
   torii::LogLevel level = torii::LogLevel::kInfo;
   torii::parse_log_level(config.log_level, level);
   torii::log::set_level(level);

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "common/log.hpp"
+#include "gateway/pid_file.hpp"
 #include "gateway/router.hpp"
 #include "gateway/version.hpp"
 #include "gateway/worker.hpp"
@@ -205,8 +206,11 @@ int Master::run() {
   uv_timer_init(&loop_, &reload_timer_);
   reload_timer_.data = this;
 
+  const std::string pid_file = current_->config->pid_file;
+  if (!pid_file.empty() && !write_pid_file(pid_file)) return 1;
   start_generation(current_);
   uv_run(&loop_, UV_RUN_DEFAULT);
+  if (!pid_file.empty()) remove_pid_file(pid_file);
   LogLine(LogLevel::kInfo, "master exiting").kv("pid", getpid());
   log::flush();
   return 0;

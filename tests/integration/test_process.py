@@ -174,3 +174,79 @@ def test_crash_looping_worker_respawn_backs_off(origin, torii):
     wait_for(lambda: len(t.worker_pids()) == 1 and victim not in t.worker_pids(), 3,
              what="replacement worker")
     assert simple_get(t.port, "/echo").status == 200
+
+
+def test_sigkill_worker_under_load_fails_only_its_connections(origin, torii):
+    """Load on 2 workers; SIGKILL one: a replacement serves within a second,
+    and failures are limited to connections the killed worker held."""
+    import http.client
+    t = torii(make_config(origin.port, workers=2))
+    stop = threading.Event()
+    lock = threading.Lock()
+    res = {"ok": 0, "failed": 0, "after_ok": 0}
+    killed_at = {}
+
+    def client():
+        conn = None
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=5)
+                conn.request("GET", "/echo")
+                r = conn.getresponse()
+                r.read()
+                with lock:
+                    res["ok"] += 1
+                    if "t" in killed_at and time.monotonic() > killed_at["t"] + 1.5:
+                        res["after_ok"] += 1
+            except Exception:  # noqa: BLE001
+                with lock:
+                    res["failed"] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(1.0)
+        victim = t.worker_pids()[0]
+        n_ready = len(t.records("worker ready"))
+        killed_at["t"] = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "worker ready"][n_ready:], 1.5,
+                       "a replacement worker within about a second")
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=10)
+    assert any(r.get("msg") == "worker exited" and r.get("signal") == "Killed" for r in t.records())
+    # Each of the 16 client connections fails at most once (the one it had on
+    # the killed worker), then reconnects and succeeds.
+    assert res["failed"] <= 16, res
+    assert res["after_ok"] > 100, res
+
+
+def test_second_sigterm_forces_exit_and_sigquit_is_immediate(origin, torii):
+    t = torii(make_config(origin.port, workers=2, timeouts={"drain": "30s"}))
+    th = threading.Thread(target=lambda: _quiet_get(t.port, "/delay?ms=20000"), daemon=True)
+    th.start()
+    wait_for(lambda: origin.stats()["in_flight"].get("/delay"), 5, what="slow request at the origin")
+    t0 = time.monotonic()
+    t.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert t.proc.poll() is None, "the first SIGTERM waits for the in-flight request"
+    t.send_signal(signal.SIGTERM)
+    assert t.wait_exit(5) is not None, "a second SIGTERM forces the exit"
+    assert time.monotonic() - t0 < 5
+
+    t2 = torii(make_config(origin.port, workers=2, timeouts={"drain": "30s"}))
+    th2 = threading.Thread(target=lambda: _quiet_get(t2.port, "/delay?ms=20000"), daemon=True)
+    th2.start()
+    wait_for(lambda: origin.stats()["in_flight"].get("/delay", 0) >= 2, 5, what="second slow request")
+    t1 = time.monotonic()
+    t2.send_signal(signal.SIGQUIT)
+    assert t2.wait_exit(5) is not None
+    assert time.monotonic() - t1 < 3, "SIGQUIT does not wait for in-flight requests"

@@ -187,3 +187,24 @@ def test_reload_changes_worker_count_and_listeners(origin, torii):
         return False
 
     wait_for(refused, 10, what="the dropped listener refusing connections")
+
+
+def test_signal_command_uses_the_pid_file(origin, torii, tmp_path):
+    from helpers import run_cli
+    cfg = _config(origin.port, "a")
+    cfg["pid_file"] = str(tmp_path / "torii.pid")
+    t = torii(cfg)
+    assert (tmp_path / "torii.pid").read_text().strip() == str(t.pid)
+    cfg_b = dict(cfg, routes=[dict(route("app"), name="app", response_headers={"X-Config": "b"})])
+    _write(t, cfg_b)
+    res = run_cli(["-s", "reload", "-c", t.config_path])
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: simple_get(t.port, "/echo").header("X-Config") == "b", 10, what="config b")
+    bad = run_cli(["-s", "bogus", "-c", t.config_path])
+    assert bad.returncode == 1 and "unknown signal" in bad.stderr
+    res = run_cli(["-s", "stop", "-c", t.config_path])
+    assert res.returncode == 0, res.stderr
+    assert t.wait_exit(10) == 0
+    assert not (tmp_path / "torii.pid").exists(), "the master removes its pid file on exit"
+    gone = run_cli(["-s", "reload", "-c", t.config_path])
+    assert gone.returncode == 1 and "torii.pid" in gone.stderr
