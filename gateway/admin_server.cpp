@@ -18,7 +18,14 @@ uv_stream_t* as_stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); 
 AdminServer::AdminServer(uv_loop_t* loop, Handler handler)
     : loop_(loop), handler_(std::move(handler)) {}
 
-void AdminServer::start(const conf::HostPort& address) {
+int AdminServer::fd() const {
+  if (!listening_) return -1;
+  uv_os_fd_t fd = -1;
+  uv_fileno(reinterpret_cast<const uv_handle_t*>(&listener_), &fd);
+  return fd;
+}
+
+void AdminServer::start(const conf::HostPort& address, int inherited_fd) {
   sockaddr_storage addr{};
   if (uv_ip4_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&addr)) !=
@@ -28,7 +35,8 @@ void AdminServer::start(const conf::HostPort& address) {
   uv_tcp_init(loop_, &listener_);
   listener_.data = this;
   listening_ = true;
-  int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  int rc = inherited_fd >= 0 ? uv_tcp_open(&listener_, inherited_fd)
+                             : uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) {
     rc = uv_listen(as_stream(&listener_), 128, [](uv_stream_t* s, int status) {
       if (status == 0) static_cast<AdminServer*>(s->data)->on_connection();

@@ -36,8 +36,11 @@ class AdminServer {
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
-  // Binds and listens; throws std::runtime_error naming the address.
-  void start(const conf::HostPort& address);
+  // Binds and listens (or listens on `inherited_fd`, a socket handed over by
+  // the master being upgraded); throws std::runtime_error naming the address.
+  void start(const conf::HostPort& address, int inherited_fd = -1);
+  // The listening socket (to hand over on a binary upgrade), -1 if none.
+  int fd() const;
   const std::string& address() const { return address_; }
   // Closes the listener and every connection.
   void close();

@@ -1,10 +1,12 @@
 // torii: command line entry point.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/log.hpp"
 #include "conf/config.hpp"
@@ -30,7 +32,8 @@ constexpr const char* kUsage =
     "  -v, --version      print the version and exit\n"
     "  -h, --help         print this help and exit\n"
     "\n"
-    "Signals to the master: TERM drains and exits, INT/QUIT stop at once.\n"
+    "Signals to the master: HUP reloads the config, TERM drains and exits, INT/QUIT\n"
+    "stop at once, USR1 reopens logs, USR2 upgrades the binary (see docs/OPERATIONS.md).\n"
     "Logs go to stderr in logfmt. See docs/CONFIG.md for the configuration.\n";
 
 }  // namespace
@@ -80,6 +83,15 @@ int main(int argc, char** argv) {
       .kv("version", torii::kVersion)
       .kv("config", config_path)
       .kv("workers", config.workers);
+  // A master exec'd by a binary upgrade starts with every signal blocked.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   torii::gateway::Master master(std::move(config));
+  // The path as it is now: a binary upgrade execs whatever file is there then.
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  master.set_command_line(n > 0 ? std::string(exe, static_cast<size_t>(n)) : std::string(argv[0]),
+                          std::vector<std::string>(argv, argv + argc));
   return master.run();
 }

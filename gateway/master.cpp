@@ -1,10 +1,14 @@
 #include "gateway/master.hpp"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -54,6 +58,166 @@ Master::~Master() {
   uv_loop_close(&loop_);
 }
 
+// ---- binary upgrade --------------------------------------------------------
+
+namespace {
+constexpr const char* kInheritEnv = "TORII_INHERIT";
+constexpr const char* kUpgradeFromEnv = "TORII_UPGRADE_FROM";
+}  // namespace
+
+void Master::set_command_line(std::string executable, std::vector<std::string> args) {
+  executable_ = std::move(executable);
+  args_ = std::move(args);
+}
+
+void Master::on_upgrade() {
+  if (stopping_ || upgrade_child_ != 0 || upgrade_from_ != 0) {
+    LogLine(LogLevel::kWarn, "binary upgrade refused: one is already in progress or stopping")
+        .kv("pid", getpid());
+    return;
+  }
+  // "L|<configured address>|fd,fd;...;A|fd": the sockets the new master takes over.
+  std::string inherit;
+  std::vector<int> fds;
+  for (const ListenSocketSet& set : sockets_) {
+    inherit += "L|" + set.requested.str() + "|";
+    for (size_t i = 0; i < set.fds.size(); ++i) {
+      inherit += (i ? "," : "") + std::to_string(set.fds[i]);
+      fds.push_back(set.fds[i]);
+    }
+    inherit += ";";
+  }
+  if (admin_ && admin_->fd() >= 0) {
+    inherit += "A|" + std::to_string(admin_->fd());
+    fds.push_back(admin_->fd());
+  }
+  log::flush();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    LogLine(LogLevel::kError, "binary upgrade failed: fork").kv("error", std::strerror(errno));
+    return;
+  }
+  if (pid == 0) {
+    // The new master blocks nothing once it runs (main unblocks); until the
+    // exec, no signal may reach the old master's handlers in this copy.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, nullptr);
+    for (int fd : fds) fcntl(fd, F_SETFD, 0);  // survive the exec
+    setenv(kInheritEnv, inherit.c_str(), 1);
+    setenv(kUpgradeFromEnv, std::to_string(getppid()).c_str(), 1);
+    std::vector<char*> argv;
+    for (std::string& a : args_) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(executable_.c_str(), argv.data());
+    const char msg[] = "torii: binary upgrade: exec failed\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(127);
+  }
+  upgrade_child_ = pid;
+  LogLine(LogLevel::kInfo, "binary upgrade started")
+      .kv("new_master", pid)
+      .kv("binary", executable_);
+}
+
+void Master::adopt_inherited_sockets() {
+  const char* env = std::getenv(kInheritEnv);
+  if (const char* from = std::getenv(kUpgradeFromEnv)) upgrade_from_ = std::atoi(from);
+  if (env == nullptr) return;
+  const std::string spec = env;
+  unsetenv(kInheritEnv);
+  unsetenv(kUpgradeFromEnv);
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(';', pos);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(pos, end - pos);
+    pos = end + 1;
+    if (item.rfind("A|", 0) == 0) {
+      inherited_admin_fd_ = std::atoi(item.c_str() + 2);
+      continue;
+    }
+    const size_t bar = item.find('|', 2);
+    if (item.rfind("L|", 0) != 0 || bar == std::string::npos) continue;
+    auto address = conf::parse_host_port(item.substr(2, bar - 2));
+    if (!address) continue;
+    ListenSocketSet set;
+    set.requested = *address;
+    set.bound = *address;
+    std::string list = item.substr(bar + 1);
+    for (size_t p = 0; p < list.size();) {
+      size_t comma = list.find(',', p);
+      if (comma == std::string::npos) comma = list.size();
+      const int fd = std::atoi(list.c_str() + p);
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      set.fds.push_back(fd);
+      p = comma + 1;
+    }
+    if (!set.fds.empty()) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      if (getsockname(set.fds[0], reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+        set.bound.port =
+            ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      }
+      LogLine(LogLevel::kInfo, "listening (inherited)")
+          .kv("address", set.address())
+          .kv("sockets", set.fds.size());
+      sockets_.push_back(std::move(set));
+    }
+  }
+  if (inherited_admin_fd_ >= 0) fcntl(inherited_admin_fd_, F_SETFD, FD_CLOEXEC);
+}
+
+void Master::check_upgrade_ready() {
+  if (upgrade_from_ == 0 || ready_workers(*current_) < current_->config->workers) return;
+  uv_timer_stop(&upgrade_timer_);
+  LogLine(LogLevel::kInfo, "binary upgrade: taking over").kv("old_master", upgrade_from_);
+  kill(upgrade_from_, SIGWINCH);
+  upgrade_from_ = 0;
+  // Inherited sockets this config does not listen on: the old master's
+  // workers drain their queues; our copies go now.
+  for (auto it = sockets_.begin(); it != sockets_.end();) {
+    const bool kept = std::any_of(current_->config->listeners.begin(),
+                                  current_->config->listeners.end(), [&](const conf::Listener& l) {
+                                    return l.address.host == it->requested.host &&
+                                           l.address.port == it->requested.port;
+                                  });
+    if (kept) {
+      ++it;
+    } else {
+      close_listen_sockets(*it);
+      it = sockets_.erase(it);
+    }
+  }
+}
+
+void Master::on_handover() {
+  if (stopping_) return;
+  LogLine(LogLevel::kInfo, "binary upgrade: handing over to the new master, draining workers")
+      .kv("new_master", upgrade_child_);
+  stopping_ = true;
+  upgrade_child_ = 0;
+  uv_timer_stop(&reload_timer_);
+  for (WorkerProcess& w : workers_) uv_timer_stop(&w.respawn_timer);
+  // The new master holds the same sockets: closing our copies resets nothing.
+  for (ListenSocketSet& s : sockets_) close_listen_sockets(s);
+  if (admin_) admin_->close();
+  signal_workers(SIGUSR2);  // drain like a reload: idle keep-alive kept to the deadline
+  const uint64_t grace =
+      static_cast<uint64_t>(current_->config->timeouts.drain.count()) + kKillGraceMs;
+  uv_timer_start(
+      &kill_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Master*>(t->data);
+        self->signal_workers(SIGKILL);
+      },
+      grace, 0);
+  if (live_workers() == 0) finish();
+}
+
 // ---- sockets ---------------------------------------------------------------
 
 ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
@@ -90,7 +254,7 @@ void Master::setup_metrics() {
   if (config.admin) {
     admin_ = std::make_unique<AdminServer>(
         &loop_, [this](const http::MessageHead& request) { return handle_admin(request); });
-    admin_->start(config.admin->address);
+    admin_->start(config.admin->address, inherited_admin_fd_);
     LogLine(LogLevel::kInfo, "admin listening").kv("address", admin_->address());
   }
 }
@@ -160,6 +324,7 @@ size_t Master::ready_workers(const Generation& gen) const {
 
 int Master::run() {
   signal(SIGPIPE, SIG_IGN);  // peers closing sockets must not kill anyone
+  adopt_inherited_sockets();
   try {
     ensure_sockets(*current_->config);
   } catch (const std::exception& e) {
@@ -189,14 +354,21 @@ int Master::run() {
       case SIGHUP:
         self->on_reload();
         break;
+      case SIGUSR2:
+        self->on_upgrade();
+        break;
+      case SIGWINCH:
+        self->on_handover();
+        break;
       default:
         self->on_terminate(false);
         break;  // SIGINT, SIGQUIT
     }
   };
-  for (auto [sig, handle] : {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_},
-                             std::pair{SIGINT, &sigint_}, std::pair{SIGQUIT, &sigquit_},
-                             std::pair{SIGHUP, &sighup_}, std::pair{SIGUSR1, &sigusr1_}}) {
+  for (auto [sig, handle] :
+       {std::pair{SIGCHLD, &sigchld_}, std::pair{SIGTERM, &sigterm_}, std::pair{SIGINT, &sigint_},
+        std::pair{SIGQUIT, &sigquit_}, std::pair{SIGHUP, &sighup_}, std::pair{SIGUSR1, &sigusr1_},
+        std::pair{SIGUSR2, &sigusr2_}, std::pair{SIGWINCH, &sigwinch_}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, on_signal, sig);
@@ -205,6 +377,14 @@ int Master::run() {
   kill_timer_.data = this;
   uv_timer_init(&loop_, &reload_timer_);
   reload_timer_.data = this;
+  uv_timer_init(&loop_, &upgrade_timer_);
+  upgrade_timer_.data = this;
+  if (upgrade_from_ != 0) {
+    uv_timer_start(
+        &upgrade_timer_,
+        [](uv_timer_t* t) { static_cast<Master*>(t->data)->check_upgrade_ready(); }, kReloadPollMs,
+        kReloadPollMs);
+  }
 
   const std::string pid_file = current_->config->pid_file;
   if (!pid_file.empty() && !write_pid_file(pid_file)) return 1;
@@ -301,6 +481,14 @@ void Master::on_child_exit() {
   int status = 0;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (pid == upgrade_child_) {
+      upgrade_child_ = 0;
+      LogLine(LogLevel::kError,
+              "binary upgrade failed: the new master exited, this one keeps serving")
+          .kv("pid", pid)
+          .kv("status", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+      continue;
+    }
     auto it = std::find_if(workers_.begin(), workers_.end(),
                            [pid](const WorkerProcess& w) { return w.pid == pid; });
     if (it == workers_.end()) continue;

@@ -32,6 +32,9 @@ class Master {
 
   // Opens sockets, starts workers, runs until stopped. Returns the exit code.
   int run();
+  // The command line to exec for a binary upgrade (SIGUSR2): the binary's
+  // absolute path, resolved at start-up, and the arguments.
+  void set_command_line(std::string executable, std::vector<std::string> args);
 
  private:
   // One generation of workers: the config they run and their stats layout.
@@ -62,6 +65,14 @@ class Master {
   void on_child_exit();
   void on_terminate(bool graceful);
   void on_reload();
+  // Binary upgrade, old side: SIGUSR2 execs the new binary with the
+  // listening sockets inherited; SIGWINCH (sent by the new master once its
+  // workers are ready) drains this master's workers and exits.
+  void on_upgrade();
+  void on_handover();
+  // Binary upgrade, new side: takes the sockets named in TORII_INHERIT.
+  void adopt_inherited_sockets();
+  void check_upgrade_ready();
   void check_new_generation();
   void abandon_new_generation(const std::string& why);
   void signal_workers(int sig);
@@ -90,7 +101,13 @@ class Master {
   std::unique_ptr<metrics::SegmentCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::list<WorkerProcess> workers_;
-  uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_;
+  uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_, sigwinch_;
+  std::string executable_;
+  std::vector<std::string> args_;
+  pid_t upgrade_child_ = 0;  // a new master started by SIGUSR2, until it takes over
+  pid_t upgrade_from_ = 0;   // the master we replace (binary upgrade), until it retires
+  int inherited_admin_fd_ = -1;
+  uv_timer_t upgrade_timer_;  // polls our first generation's readiness for the handover
   uv_timer_t kill_timer_;
   uv_timer_t reload_timer_;  // polls a new generation's readiness
   uint64_t reload_started_ms_ = 0;
