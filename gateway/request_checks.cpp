@@ -1,5 +1,7 @@
 #include "gateway/request_checks.hpp"
 
+#include "gateway/router.hpp"
+
 namespace torii::gateway {
 
 using http::iequals;
@@ -76,6 +78,13 @@ CheckResult check_request_head(const http::MessageHead& head) {
   if (head.host_count == 0 && !head.is_http10()) return {Error::kBadRequest, "missing Host header"};
   if (head.host_count == 1 && !is_valid_host_value(head.get("host"))) {
     return {Error::kBadRequest, "invalid Host header"};
+  }
+  if (absolute_form) {
+    // Its authority becomes the Host sent upstream (RFC 9112 3.2.2).
+    const std::string_view authority = split_target(t).authority;
+    if (authority.empty() || !is_valid_host_value(authority)) {
+      return {Error::kBadRequest, "invalid authority in the request target"};
+    }
   }
   if (head.content_length_count > 1) return {Error::kBadRequest, "duplicate Content-Length"};
   if (head.has_transfer_encoding && head.is_http10()) {

@@ -39,5 +39,6 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWit
 ninja -C build-fuzz fuzz_request_codec
 mkdir -p build-fuzz/corpus
 build-fuzz/tests/fuzz_request_codec -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+  -artifact_prefix=build-fuzz/ \
   build-fuzz/corpus tests/fuzz/seeds
 echo "fuzz: no crash in ${FUZZ_SECONDS}s"

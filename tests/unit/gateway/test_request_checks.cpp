@@ -177,3 +177,13 @@ TEST_SUITE("request_checks") {
   }
 
 }  // TEST_SUITE
+
+TEST_CASE("an absolute-form target needs a valid authority (it becomes the upstream Host)") {
+  for (const char* target : {"http://P[[[P.4%/x", "http:///x", "http://user@/x"}) {
+    INFO("target: " << std::string(target));
+    const Parsed p = parse(std::string("GET ") + target + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(name(check_request_head(p.head()).error) == name(Error::kBadRequest));
+  }
+  const Parsed ok = parse("GET http://a.example:8080/x HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(name(check_request_head(ok.head()).error) == name(Error::kNone));
+}
