@@ -179,19 +179,7 @@ void Master::check_upgrade_ready() {
   upgrade_from_ = 0;
   // Inherited sockets this config does not listen on: the old master's
   // workers drain their queues; our copies go now.
-  for (auto it = sockets_.begin(); it != sockets_.end();) {
-    const bool kept = std::any_of(current_->config->listeners.begin(),
-                                  current_->config->listeners.end(), [&](const conf::Listener& l) {
-                                    return l.address.host == it->requested.host &&
-                                           l.address.port == it->requested.port;
-                                  });
-    if (kept) {
-      ++it;
-    } else {
-      close_listen_sockets(*it);
-      it = sockets_.erase(it);
-    }
-  }
+  close_dropped_listeners();
 }
 
 void Master::on_handover() {
@@ -225,6 +213,22 @@ ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
     if (s.requested.host == address.host && s.requested.port == address.port) return &s;
   }
   return nullptr;
+}
+
+void Master::close_dropped_listeners() {
+  const auto& listeners = current_->config->listeners;
+  for (auto it = sockets_.begin(); it != sockets_.end();) {
+    const bool kept = std::any_of(listeners.begin(), listeners.end(), [&](const conf::Listener& l) {
+      return l.address.host == it->requested.host && l.address.port == it->requested.port;
+    });
+    if (kept) {
+      ++it;
+      continue;
+    }
+    LogLine(LogLevel::kInfo, "listener closed").kv("address", it->address());
+    close_listen_sockets(*it);
+    it = sockets_.erase(it);
+  }
 }
 
 void Master::ensure_sockets(const conf::Config& config) {
@@ -616,20 +620,7 @@ void Master::check_new_generation() {
   }
   // Sockets of listeners the new config dropped: the old workers take what
   // is queued and close theirs; the master's copies go now.
-  for (auto it = sockets_.begin(); it != sockets_.end();) {
-    const bool kept = std::any_of(current_->config->listeners.begin(),
-                                  current_->config->listeners.end(), [&](const conf::Listener& l) {
-                                    return l.address.host == it->requested.host &&
-                                           l.address.port == it->requested.port;
-                                  });
-    if (kept) {
-      ++it;
-    } else {
-      LogLine(LogLevel::kInfo, "listener removed").kv("address", it->address());
-      close_listen_sockets(*it);
-      it = sockets_.erase(it);
-    }
-  }
+  close_dropped_listeners();
   master_metrics_->reload(true, static_cast<double>(time(nullptr)));
   LogLine(LogLevel::kInfo, "configuration reloaded")
       .kv("generation", current_->number)

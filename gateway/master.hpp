@@ -88,6 +88,8 @@ class Master {
   // Opens sockets for listeners the config adds, and more sockets per
   // listener when it asks for more workers. Throws std::runtime_error.
   void ensure_sockets(const conf::Config& config);
+  // Closes the master's copies of sockets whose listener the current config dropped.
+  void close_dropped_listeners();
 
   std::string config_path_;
   std::shared_ptr<Generation> current_;

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import (  # noqa: E402
     HTTP,
+    children_of,
     ORIGIN_PY,
     PYTHON,
     TORII_BIN,
@@ -214,18 +215,7 @@ class Torii:
 
     def worker_pids(self):
         """Live child processes of the master (from /proc)."""
-        kids = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    rest = f.read().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(rest[1]) == self.pid and rest[0] != "Z":
-                kids.append(int(d))
-        return sorted(kids)
+        return children_of(self.pid)
 
     # -- lifecycle ---------------------------------------------------------------
     def send_signal(self, sig):

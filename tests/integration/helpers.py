@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -543,3 +545,79 @@ def scrape_until(port, pred, timeout=5.0, interval=0.02):
         if pred(m) or time.monotonic() >= deadline:
             return m
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- load
+
+def children_of(pid):
+    """Live (non-zombie) child processes of `pid`, from /proc."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(rest[1]) == pid and rest[0] != "Z":
+            kids.append(int(d))
+    return sorted(kids)
+
+
+class LoadClients:
+    """`n` threads sending GET `target` in a loop until stop(): three in four
+    keep their connection alive (reconnecting when a response says
+    Connection: close), one in four opens a new connection per request.
+    Every exception or non-200 answer counts as a failure."""
+
+    def __init__(self, port, n, target="/echo", header=None):
+        self.port, self.target, self.header = port, target, header
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failed = 0
+        self.errors = []
+        self.header_values = set()
+        self.threads = [threading.Thread(target=self._run, args=(i % 4 != 0,), daemon=True)
+                        for i in range(n)]
+
+    def start(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        for th in self.threads:
+            th.join(timeout=15)
+
+    def _run(self, keep_alive):
+        conn = None
+        while not self.stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.target, headers={} if keep_alive else {"Connection": "close"})
+                resp = conn.getresponse()
+                resp.read()
+                with self.lock:
+                    if resp.status == 200:
+                        self.ok += 1
+                        if self.header:
+                            self.header_values.add(resp.getheader(self.header))
+                    else:
+                        self.failed += 1
+                        self.errors.append(f"status {resp.status}")
+                if not keep_alive or resp.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.failed += 1
+                    self.errors.append(repr(e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

@@ -3,14 +3,12 @@ generation of workers on the same sockets and the old one drains; an invalid
 one is refused with file, JSON path and reason while the running generation
 keeps serving; under load, reloads cost no request."""
 
-import http.client
 import json
 import os
 import signal
-import threading
 import time
 
-from helpers import HttpConn, admin_port, make_config, route, scrape, simple_get, wait_for
+from helpers import HttpConn, LoadClients, admin_port, make_config, route, scrape, simple_get, wait_for
 
 
 def _get_at(ip, port, target="/echo", timeout=5.0):
@@ -81,43 +79,7 @@ def test_reload_under_load_loses_no_request(origin, torii):
     (one every ~550 ms) flip a route's response header between two configs:
     every request gets a 200, no connection error, and both configs are seen."""
     t = torii(_config(origin.port, "a"))
-    stop = threading.Event()
-    lock = threading.Lock()
-    stats = {"ok": 0, "failed": 0, "errors": [], "tags": set()}
-
-    def client(keep_alive):
-        conn = None
-        while not stop.is_set():
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=10)
-                conn.request("GET", "/echo", headers={} if keep_alive else {"Connection": "close"})
-                resp = conn.getresponse()
-                resp.read()
-                tag = resp.getheader("X-Config")
-                with lock:
-                    if resp.status == 200:
-                        stats["ok"] += 1
-                        stats["tags"].add(tag)
-                    else:
-                        stats["failed"] += 1
-                        stats["errors"].append(f"status {resp.status}")
-                if not keep_alive or resp.will_close:
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                with lock:
-                    stats["failed"] += 1
-                    stats["errors"].append(repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=client, args=(i % 4 != 0,), daemon=True) for i in range(200)]
-    for th in threads:
-        th.start()
+    load = LoadClients(t.port, 200, header="X-Config").start()
     reloads = 0
     try:
         deadline = time.monotonic() + 30
@@ -127,19 +89,17 @@ def test_reload_under_load_loses_no_request(origin, torii):
             _write(t, _config(origin.port, "b" if reloads % 2 else "a"))
             os.kill(t.pid, signal.SIGHUP)
     finally:
-        stop.set()
-        for th in threads:
-            th.join(timeout=15)
+        load.stop()
     ok = t.records("configuration reloaded")
-    print(f"reload under load: {stats['ok']} requests ok, {stats['failed']} failed, "
-          f"{reloads} SIGHUPs, {len(ok)} reloads completed, configs seen {sorted(stats['tags'])}")
-    if stats["failed"]:
+    print(f"reload under load: {load.ok} requests ok, {load.failed} failed, "
+          f"{reloads} SIGHUPs, {len(ok)} reloads completed, configs seen {sorted(load.header_values)}")
+    if load.failed:
         interesting = [ln for ln in t.log().splitlines()
                        if "level=warn" in ln or "level=error" in ln or "signal=" in ln]
         print("\n".join(interesting[-40:]))
-    assert stats["failed"] == 0, stats["errors"][:10]
-    assert stats["ok"] > 1000
-    assert stats["tags"] == {"a", "b"}
+    assert load.failed == 0, load.errors[:10]
+    assert load.ok > 1000
+    assert load.header_values == {"a", "b"}
     assert reloads == 50
     assert len(ok) >= 40  # SIGHUPs that land during a reload are merged into the next one
     assert not [r for r in t.records() if r.get("level") == "error"], t.log()[-3000:]
