@@ -425,3 +425,18 @@ bench_machine_info() {
   mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null)
   printf '%s cores (%s), %s RAM, %s\n' "$(nproc)" "${model:-unknown CPU}" "${mem:-?}" "$kernel"
 }
+
+# ---------------------------------------------------------------- added for observability_bench.sh
+
+# bench_tree_cpu_split_ticks ROOT: "USER SYSTEM" CPU time (clock ticks) of the
+# process tree rooted at ROOT, all threads: utime+cutime and stime+cstime
+# summed over ROOT and its descendants. Their sum is bench_tree_cpu_ticks.
+bench_tree_cpu_split_ticks() {
+  local p
+  local -a split_pids
+  mapfile -t split_pids < <(bench_tree_pids "$1")
+  for p in "${split_pids[@]}"; do cat "/proc/$p/stat" 2>/dev/null; done | awk '
+    { rest = $0; sub(/^.*\) /, "", rest); n = split(rest, f, " ")
+      if (n >= 15) { u += f[12] + f[14]; s += f[13] + f[15] } }
+    END { printf "%d %d\n", u, s }'
+}

@@ -80,15 +80,16 @@ void Master::on_upgrade() {
   std::string inherit;
   std::vector<int> fds;
   for (const ListenSocketSet& set : sockets_) {
-    inherit += "L|" + set.requested.str() + "|";
+    inherit.append("L|").append(set.requested.str()).append("|");
     for (size_t i = 0; i < set.fds.size(); ++i) {
-      inherit += (i ? "," : "") + std::to_string(set.fds[i]);
+      if (i > 0) inherit.push_back(',');
+      inherit.append(std::to_string(set.fds[i]));
       fds.push_back(set.fds[i]);
     }
-    inherit += ";";
+    inherit.push_back(';');
   }
   if (admin_ && admin_->fd() >= 0) {
-    inherit += "A|" + std::to_string(admin_->fd());
+    inherit.append("A|").append(std::to_string(admin_->fd()));
     fds.push_back(admin_->fd());
   }
   log::flush();
