@@ -17,6 +17,10 @@ struct ListenSocketSet {
   conf::HostPort bound;      // port 0 replaced by the real port
   std::vector<int> fds;
   std::string address() const { return bound.str(); }
+  // Sets are identified by the address as configured (port 0 included).
+  bool serves(const conf::HostPort& configured) const {
+    return requested.host == configured.host && requested.port == configured.port;
+  }
 };
 
 // Opens `count` sockets for a listener. Throws std::runtime_error naming

@@ -211,7 +211,7 @@ void Master::on_handover() {
 
 ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
   for (ListenSocketSet& s : sockets_) {
-    if (s.requested.host == address.host && s.requested.port == address.port) return &s;
+    if (s.serves(address)) return &s;
   }
   return nullptr;
 }
@@ -219,9 +219,8 @@ ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
 void Master::close_dropped_listeners() {
   const auto& listeners = current_->config->listeners;
   for (auto it = sockets_.begin(); it != sockets_.end();) {
-    const bool kept = std::any_of(listeners.begin(), listeners.end(), [&](const conf::Listener& l) {
-      return l.address.host == it->requested.host && l.address.port == it->requested.port;
-    });
+    const bool kept = std::any_of(listeners.begin(), listeners.end(),
+                                  [&](const conf::Listener& l) { return it->serves(l.address); });
     if (kept) {
       ++it;
       continue;
@@ -456,8 +455,7 @@ void Master::become_worker(WorkerProcess& w) {
   for (ListenSocketSet& set : sockets_) {
     size_t listener = config.listeners.size();
     for (size_t k = 0; k < config.listeners.size(); ++k) {
-      const conf::HostPort& a = config.listeners[k].address;
-      if (a.host == set.requested.host && a.port == set.requested.port) listener = k;
+      if (set.serves(config.listeners[k].address)) listener = k;
     }
     for (size_t j = 0; j < set.fds.size(); ++j) {
       if (listener < config.listeners.size() && j % config.workers == w.index) {

@@ -150,9 +150,7 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   if (draining_) return;
-  connections_.emplace_back(*this);
-  ClientConnection& conn = connections_.back();
-  conn.self_ = std::prev(connections_.end());
+  ClientConnection& conn = new_connection();
   if (!conn.accept(server)) return;
   if (connections_.size() > config_.limits.max_connections) {
     // Over the cap: shed this one rather than degrade every connection.
@@ -160,6 +158,13 @@ void Worker::on_connection(uv_stream_t* server, int status) {
         .kv("limit", config_.limits.max_connections);
     conn.close();
   }
+}
+
+ClientConnection& Worker::new_connection() {
+  connections_.emplace_back(*this);
+  ClientConnection& conn = connections_.back();
+  conn.self_ = std::prev(connections_.end());
+  return conn;
 }
 
 void Worker::on_connection_closed(ClientConnection& conn) {
@@ -184,10 +189,7 @@ void Worker::start_drain(bool for_reload) {
     for (;;) {
       int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (client < 0) break;
-      connections_.emplace_back(*this);
-      ClientConnection& conn = connections_.back();
-      conn.self_ = std::prev(connections_.end());
-      conn.adopt(client);
+      new_connection().adopt(client);
     }
     uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
   }

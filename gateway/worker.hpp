@@ -72,6 +72,8 @@ class Worker {
     Worker* worker;
   };
   void on_connection(uv_stream_t* server, int status);
+  // A connection owned by connections_, not yet accepted.
+  ClientConnection& new_connection();
   void start_drain(bool for_reload);
   void maybe_finish();
   void close_all_handles();
