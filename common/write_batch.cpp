@@ -20,6 +20,13 @@ void WriteBatch::append_borrowed(const BlockRef& block, std::string_view bytes) 
   segments_.push_back({bytes.data(), 0, bytes.size()});
 }
 
+void WriteBatch::append_shared(const std::shared_ptr<const void>& owner, std::string_view bytes) {
+  if (bytes.empty()) return;
+  mark_owned();
+  if (shared_refs_.empty() || shared_refs_.back() != owner) shared_refs_.push_back(owner);
+  segments_.push_back({bytes.data(), 0, bytes.size()});
+}
+
 void WriteBatch::append_static(std::string_view bytes) {
   if (bytes.empty()) return;
   mark_owned();
@@ -37,6 +44,7 @@ void WriteBatch::clear() {
   owned_marked_ = 0;
   segments_.clear();
   refs_.clear();
+  shared_refs_.clear();
   bufs_.clear();
   done_ = nullptr;
 }

@@ -34,6 +34,8 @@ class WriteBatch {
   void append_owned(std::string_view s);
   // Borrowed bytes: `block` keeps them alive until the write completes.
   void append_borrowed(const BlockRef& block, std::string_view bytes);
+  // Borrowed bytes kept alive by a shared owner (a cached response).
+  void append_shared(const std::shared_ptr<const void>& owner, std::string_view bytes);
   // Static bytes (string literals).
   void append_static(std::string_view bytes);
   bool empty() const { return segments_.empty() && owned_.size() == owned_marked_; }
@@ -62,6 +64,7 @@ class WriteBatch {
   size_t owned_marked_ = 0;
   std::vector<Segment> segments_;
   std::vector<BlockRef> refs_;
+  std::vector<std::shared_ptr<const void>> shared_refs_;
   std::vector<uv_buf_t> bufs_;
 };
 

@@ -481,17 +481,62 @@ uint32_t read_size_u32(const Node& node, uint32_t min) {
   return static_cast<uint32_t>(read_size(node, min, std::numeric_limits<uint32_t>::max()));
 }
 
-// A duration string that must be greater than zero (a zero timeout would
-// fire at once, so it is always a mistake).
-Millis read_timeout(const Node& node) {
+// A duration string such as "30s"; zero is allowed.
+Millis read_duration(const Node& node) {
   const json& v = node.value();
   if (!v.is_string()) node.fail_type("a duration string such as \"30s\"");
   const std::string& text = v.get_ref<const std::string&>();
   std::string why;
   const auto parsed = duration_from(text, &why);
   if (!parsed) node.fail("invalid duration " + quote(text) + ": " + why);
-  if (parsed->count() == 0) node.fail("must be greater than zero, got " + quote(text));
   return *parsed;
+}
+
+// A duration string that must be greater than zero (a zero timeout would
+// fire at once, so it is always a mistake).
+Millis read_timeout(const Node& node) {
+  const Millis duration = read_duration(node);
+  if (duration.count() == 0) {
+    node.fail("must be greater than zero, got " + quote(node.value().get<std::string>()));
+  }
+  return duration;
+}
+
+// A duration of at least `min`, spelled `min_text` in the message ("1s").
+Millis read_duration_at_least(const Node& node, Millis min, const std::string& min_text) {
+  const Millis duration = read_duration(node);
+  if (duration < min) {
+    node.fail("must be at least " + min_text + ", got " + quote(node.value().get<std::string>()));
+  }
+  return duration;
+}
+
+// A timeout (greater than zero) of at most `max`, spelled `max_text` in the message ("10m").
+Millis read_timeout_at_most(const Node& node, Millis max, const std::string& max_text) {
+  const Millis duration = read_timeout(node);
+  if (duration > max) {
+    node.fail("must be at most " + max_text + ", got " + quote(node.value().get<std::string>()));
+  }
+  return duration;
+}
+
+bool read_bool(const Node& node) {
+  if (!node.value().is_boolean()) node.fail_type("true or false");
+  return node.value().get<bool>();
+}
+
+// "268435456 bytes (256MiB)": a byte count with its exact binary unit when
+// it has one, for messages about memory budgets.
+std::string describe_bytes(uint64_t bytes) {
+  std::string out = std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  static constexpr std::pair<uint64_t, std::string_view> kUnits[] = {
+      {uint64_t{1} << 30, "GiB"}, {uint64_t{1} << 20, "MiB"}, {uint64_t{1} << 10, "KiB"}};
+  for (const auto& [unit, name] : kUnits) {
+    if (bytes >= unit && bytes % unit == 0) {
+      return out + " (" + std::to_string(bytes / unit) + std::string(name) + ")";
+    }
+  }
+  return out;
 }
 
 HostPort read_host_port(const Node& node) {
@@ -778,10 +823,205 @@ RouteMatch read_route_match(const Node& node) {
   return match;
 }
 
+// ---------------------------------------------------------------------------
+// Response cache: the top-level "cache" object and each route's "cache".
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr uint64_t kMinWorkerCacheMemory = kMiB;
+constexpr Millis kMaxCacheWait{10 * 60'000};  // lock_timeout, prewarm_timeout
+constexpr Millis kMinCacheTtl{1'000};
+constexpr uint64_t kMaxCacheObjectSize = uint64_t{1} << 30;
+constexpr size_t kMaxPrewarmPaths = 1000;
+constexpr size_t kMaxPrewarmPathBytes = size_t{8} * 1024;
+constexpr double kMinRefreshAt = 0.5;
+constexpr double kMaxRefreshAt = 0.95;
+
+// One of a fixed set of words; a near miss gets a did-you-mean, anything
+// else the list. `what` names the value in the message ("query mode").
+std::string read_choice(const Node& node, const std::string& what,
+                        const std::vector<std::string>& choices) {
+  std::string value = read_string(node);
+  if (std::find(choices.begin(), choices.end(), value) != choices.end()) return value;
+  const std::string hint = suggestion_suffix(value, choices);
+  node.fail("unknown " + what + " " + quote(value) +
+            (hint.empty() ? " (expected one of: " + quote_list(choices) + ")" : hint));
+}
+
+// " (already at /routes/0/cache/prewarm/2)" when `value` is in `earlier`,
+// whose elements sit at the same indexes of the array at `array_path`.
+std::string earlier_position(const std::vector<std::string>& earlier, const std::string& value,
+                             const std::string& array_path) {
+  const auto found = std::find(earlier.begin(), earlier.end(), value);
+  if (found == earlier.end()) return "";
+  return " (already at " +
+         pointer_append(array_path, std::to_string(static_cast<size_t>(found - earlier.begin()))) +
+         ")";
+}
+
+CacheGlobal read_cache_global(const Node& node, uint32_t workers) {
+  const ObjectReader obj(node, {"memory", "lock_timeout", "prewarm_timeout"});
+  CacheGlobal cache;
+  if (auto n = obj.optional("memory")) {
+    cache.memory = read_size(*n, 0, std::numeric_limits<uint64_t>::max());
+    if (cache.memory < kMinWorkerCacheMemory) {
+      n->fail("must be at least 1MiB, got " + describe(n->value()));
+    }
+    // Each worker has its own cache with an equal share of the budget.
+    const uint64_t share = cache.memory / workers;
+    if (share < kMinWorkerCacheMemory) {
+      n->fail("the memory is split between the " + std::to_string(workers) +
+              " workers, so each would get " + describe_bytes(share) +
+              ", less than the 1MiB a worker needs; raise it to at least " +
+              describe_bytes(kMinWorkerCacheMemory * workers) + " or use fewer workers");
+    }
+  }
+  if (auto n = obj.optional("lock_timeout")) {
+    cache.lock_timeout = read_timeout_at_most(*n, kMaxCacheWait, "10m");
+  }
+  if (auto n = obj.optional("prewarm_timeout")) {
+    cache.prewarm_timeout = read_timeout_at_most(*n, kMaxCacheWait, "10m");
+  }
+  return cache;
+}
+
+// Prewarm entries: request targets ("/path?query") this route serves.
+std::vector<std::string> read_prewarm(const Node& node, const std::string& path_prefix) {
+  if (!node.value().is_array()) {
+    node.fail_type("an array of paths such as [\"/\", \"/v1/items?page=1\"]");
+  }
+  if (node.value().size() > kMaxPrewarmPaths) {
+    node.fail("at most " + std::to_string(kMaxPrewarmPaths) + " paths, got " +
+              std::to_string(node.value().size()));
+  }
+  std::vector<std::string> paths;
+  for (const Node& element : read_array(node, /*allow_empty=*/true)) {
+    std::string path = read_string(element);
+    if (path.size() > kMaxPrewarmPathBytes) {
+      element.fail("a prewarm path may be at most 8KiB (8192 bytes), this one is " +
+                   std::to_string(path.size()) + " bytes");
+    }
+    if (path.empty() || path.front() != '/') {
+      element.fail("prewarm path " + quote(path) + " must start with \"/\"");
+    }
+    for (char c : path) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (byte <= ' ' || byte >= 0x7f || c == '#') {
+        element.fail("prewarm path " + quote(path) +
+                     " must not contain spaces, control characters, '#' or non-ASCII bytes"
+                     " (percent-encode them, as a client would)");
+      }
+    }
+    // path_prefix has no '?', so this compares the path part of the target.
+    if (path.rfind(path_prefix, 0) != 0) {
+      element.fail("prewarm path " + quote(path) + " does not start with the route's path_prefix " +
+                   quote(path_prefix) + ", so this route would not serve it");
+    }
+    const std::string earlier = earlier_position(paths, path, node.path());
+    if (!earlier.empty()) element.fail("duplicate prewarm path " + quote(path) + earlier);
+    paths.push_back(std::move(path));
+  }
+  return paths;
+}
+
+CacheKeyConfig read_cache_key(const Node& node) {
+  const ObjectReader obj(node, {"query", "ignore_params", "headers"});
+  CacheKeyConfig key;
+  if (auto n = obj.optional("query")) {
+    const std::string mode = read_choice(*n, "query mode", {"keep", "sort", "drop"});
+    if (mode == "keep") {
+      key.query = QueryKeyMode::kKeep;
+    } else if (mode == "sort") {
+      key.query = QueryKeyMode::kSort;
+    } else {
+      key.query = QueryKeyMode::kDrop;
+    }
+  }
+  if (auto n = obj.optional("ignore_params")) {
+    if (!n->value().is_array()) n->fail_type("an array of query parameter names");
+    for (const Node& element : read_array(*n, /*allow_empty=*/true)) {
+      std::string name = read_string(element);
+      if (name.empty()) element.fail("a parameter name must not be empty");
+      for (char c : name) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte <= ' ' || byte == 0x7f || c == '&' || c == '=' || c == '#') {
+          element.fail("invalid parameter name " + quote(name) +
+                       ": it may not contain '&', '=', '#', spaces or control characters");
+        }
+      }
+      const std::string earlier = earlier_position(key.ignore_params, name, n->path());
+      if (!earlier.empty()) element.fail("duplicate parameter name " + quote(name) + earlier);
+      key.ignore_params.push_back(std::move(name));
+    }
+  }
+  if (auto n = obj.optional("headers")) {
+    if (!n->value().is_array()) n->fail_type("an array of header names");
+    for (const Node& element : read_array(*n, /*allow_empty=*/true)) {
+      const std::string text = read_string(element);
+      std::string name = to_lower(text);
+      if (!is_token(name)) element.fail("invalid header name " + quote(text));
+      if (name == "host") {
+        element.fail("\"host\" is always part of the cache key; remove it from \"headers\"");
+      }
+      const std::string earlier = earlier_position(key.headers, name, n->path());
+      if (!earlier.empty()) {
+        element.fail("duplicate header " + quote(name) + earlier +
+                     " (header names are case-insensitive)");
+      }
+      key.headers.push_back(std::move(name));
+    }
+  }
+  return key;
+}
+
+RouteCache read_route_cache(const Node& node, const RouteMatch& match) {
+  const ObjectReader obj(
+      node, {"enabled", "ttl", "prewarm", "max_object_size", "key", "cache_set_cookie",
+             "client_no_cache", "stale_while_revalidate", "stale_if_error", "refresh_at"});
+  RouteCache cache;
+  if (auto n = obj.optional("enabled")) cache.enabled = read_bool(*n);
+  if (auto n = obj.optional("ttl")) cache.ttl = read_duration_at_least(*n, kMinCacheTtl, "1s");
+  if (auto n = obj.optional("prewarm")) cache.prewarm = read_prewarm(*n, match.path_prefix);
+  if (auto n = obj.optional("max_object_size")) {
+    cache.max_object_size = read_size(*n, 1, kMaxCacheObjectSize);
+  }
+  if (auto n = obj.optional("key")) cache.key = read_cache_key(*n);
+  if (auto n = obj.optional("cache_set_cookie")) cache.cache_set_cookie = read_bool(*n);
+  if (auto n = obj.optional("client_no_cache")) {
+    const std::string mode = read_choice(*n, "client_no_cache mode", {"ignore", "revalidate"});
+    cache.client_no_cache = mode == "ignore" ? ClientNoCache::kIgnore : ClientNoCache::kRevalidate;
+  }
+  if (auto n = obj.optional("stale_while_revalidate")) {
+    cache.stale_while_revalidate = read_duration(*n);
+  }
+  if (auto n = obj.optional("stale_if_error")) cache.stale_if_error = read_duration(*n);
+  if (auto n = obj.optional("refresh_at")) {
+    const std::string expected =
+        "a number between 0.5 and 0.95 (the fraction of a prewarmed entry's lifetime after which "
+        "it is refreshed)";
+    if (!n->value().is_number()) n->fail_type(expected);
+    const double fraction = n->value().get<double>();
+    if (!(fraction >= kMinRefreshAt && fraction <= kMaxRefreshAt)) n->fail_type(expected);
+    cache.refresh_at = fraction;
+  }
+  return cache;
+}
+
 Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
-  const ObjectReader obj(node, {"name", "match", "upstream", "response_headers"});
+  const ObjectReader obj(node, {"name", "match", "upstream", "response_headers", "cache"});
   Route route;
   if (auto n = obj.optional("match")) route.match = read_route_match(*n);
+  if (auto n = obj.optional("cache")) {
+    route.cache = read_route_cache(*n, route.match);
+    // Only GET responses are stored (HEAD is answered from them).
+    const std::vector<std::string>& methods = route.match.methods;
+    const bool serves_get = methods.empty() ||
+                            std::find(methods.begin(), methods.end(), "GET") != methods.end() ||
+                            std::find(methods.begin(), methods.end(), "HEAD") != methods.end();
+    if (!serves_get) {
+      n->fail("a cached route must allow GET, but its match.methods is [" + quote_list(methods) +
+              "] (add \"GET\" there or remove \"cache\")");
+    }
+  }
   if (auto n = obj.optional("response_headers")) {
     if (!n->value().is_object()) n->fail_type("an object of header names to values");
     for (const auto& item : n->value().items()) {
@@ -826,7 +1066,7 @@ Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
 Config read_config(const Node& root) {
   if (!root.value().is_object()) root.fail_type("a JSON object at the top level");
   const ObjectReader obj(root, {"workers", "log_level", "listeners", "admin", "limits", "timeouts",
-                                "access_log", "stats", "pid_file", "upstreams", "routes"});
+                                "access_log", "stats", "pid_file", "cache", "upstreams", "routes"});
   Config config;
   config.source_path = root.file();
   if (auto n = obj.optional("workers")) config.workers = read_workers(*n);
@@ -836,6 +1076,7 @@ Config read_config(const Node& root) {
   if (auto n = obj.optional("limits")) config.limits = read_limits(*n);
   if (auto n = obj.optional("timeouts")) config.timeouts = read_timeouts(*n);
   if (auto n = obj.optional("access_log")) config.access_log = read_access_log(*n, root.file());
+  if (auto n = obj.optional("cache")) config.cache = read_cache_global(*n, config.workers);
   if (auto n = obj.optional("pid_file")) {
     config.pid_file = read_string(*n);
     if (config.pid_file.empty()) n->fail("pid_file must not be empty");
@@ -847,10 +1088,7 @@ Config read_config(const Node& root) {
   }
   if (auto n = obj.optional("stats")) {
     const ObjectReader stats(*n, {"enabled"});
-    if (auto e = stats.optional("enabled")) {
-      if (!e->value().is_boolean()) e->fail_type("true or false");
-      config.stats_enabled = e->value().get<bool>();
-    }
+    if (auto e = stats.optional("enabled")) config.stats_enabled = read_bool(*e);
   }
   config.upstreams = read_upstreams(obj.required("upstreams"));
   const Node routes_node = obj.required("routes");

@@ -85,9 +85,61 @@ struct RouteMatch {
   std::vector<std::string> methods;  // empty = any; upper-case tokens
 };
 
+// How a route's cache key is built from a request (besides scheme and host).
+enum class QueryKeyMode : uint8_t {
+  kKeep,  // the query string exactly as sent (default)
+  kSort,  // parameters sorted by name (then value), so ?b=1&a=2 == ?a=2&b=1
+  kDrop,  // the query is not part of the key
+};
+
+struct CacheKeyConfig {
+  QueryKeyMode query = QueryKeyMode::kKeep;
+  // Parameters removed from the key before keep/sort (e.g. "utm_source").
+  std::vector<std::string> ignore_params;
+  // Request headers whose values are added to the key (lower-cased names).
+  std::vector<std::string> headers;
+};
+
+// What a route does with a client's "Cache-Control: no-cache" (or max-age=0).
+enum class ClientNoCache : uint8_t {
+  kIgnore,      // served from the cache anyway (default, like nginx and Varnish)
+  kRevalidate,  // forwarded to the origin; the answer refreshes the cache
+};
+
+struct RouteCache {
+  bool enabled = true;
+  // Freshness lifetime when the origin gives none (no max-age, s-maxage or Expires); >= 1s.
+  Millis ttl{60'000};
+  // Paths with optional query ("/v1/items?page=1"), fetched with the route's host.
+  // Validated: each starts with match.path_prefix, at most 8 KiB, no repeats, at most 1000.
+  std::vector<std::string> prewarm;
+  uint64_t max_object_size = uint64_t{1} << 20;  // bodies larger than this are not stored
+  CacheKeyConfig key;
+  bool cache_set_cookie = false;  // store responses that carry Set-Cookie (the header is kept)
+  ClientNoCache client_no_cache = ClientNoCache::kIgnore;
+  // Defaults when the origin's Cache-Control does not say (0: none).
+  Millis stale_while_revalidate{0};
+  Millis stale_if_error{0};
+  // Pre-warmed entries are refreshed when this fraction of their lifetime has passed
+  // (plus up to 5% jitter); 0.5 to 0.95.
+  double refresh_at = 0.8;
+};
+
+// Gateway-wide cache settings (the "cache" object at the top level).
+struct CacheGlobal {
+  // Memory for cached responses, for the whole gateway; each worker gets
+  // memory / workers, which must be at least 1 MiB.
+  uint64_t memory = uint64_t{256} << 20;
+  // How long concurrent misses for one key wait for the first one's answer.
+  Millis lock_timeout{5'000};
+  // How long a new worker waits for its pre-warm fetches before taking traffic.
+  Millis prewarm_timeout{10'000};
+};
+
 struct Route {
   std::string name;  // metric/log label; default "<host><path_prefix>"
   RouteMatch match;
+  std::optional<RouteCache> cache;  // absent: the route does not cache
   // Added to every response of the route (after the upstream's own headers).
   std::vector<std::pair<std::string, std::string>> response_headers;
   std::string upstream;       // key into Config::upstreams (validated)
@@ -104,6 +156,7 @@ struct Config {
   Limits limits;
   Timeouts timeouts;
   AccessLog access_log;
+  CacheGlobal cache;
   // Shared-memory request statistics (/metrics). Off only to measure their cost.
   bool stats_enabled = true;
   // Where the master writes its pid (for `torii -s SIGNAL`); empty: none.

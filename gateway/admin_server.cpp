@@ -61,6 +61,7 @@ void AdminServer::on_connection() {
   Connection& c = connections_.back();
   c.self = std::prev(connections_.end());
   c.server = this;
+  c.id = next_id_++;
   c.parser =
       std::make_unique<http::Http1Parser>(http::Http1Parser::Kind::kRequest, http::ParserLimits{});
   uv_tcp_init(loop_, &c.tcp);
@@ -105,28 +106,61 @@ void AdminServer::on_read(Connection& c, ssize_t nread, const uv_buf_t*) {
     return;
   }
   using Event = http::Http1Parser::Event;
-  auto r = c.parser->feed(c.in.data(), c.in.size());
-  if (r.event == Event::kError) {
-    respond(c, {400, "text/plain; charset=utf-8", "bad request\n"}, false);
-    return;
+  size_t parsed = 0;
+  for (;;) {
+    auto r = c.parser->feed(c.in.data() + parsed, c.in.size() - parsed);
+    parsed += r.consumed;
+    switch (r.event) {
+      case Event::kError:
+        respond(c, {400, "text/plain; charset=utf-8", "bad request\n"}, false);
+        return;
+      case Event::kNeedMore:
+        // Everything fed was taken in (head bytes are copied by the parser).
+        c.in.erase(0, parsed);
+        c.in_used = c.in.size();
+        return;
+      case Event::kHeadComplete:
+        c.head_seen = true;
+        if (!c.parser->head().has_body()) {
+          dispatch(c);
+          return;
+        }
+        break;
+      case Event::kBody:
+        for (std::string_view part : c.parser->decoded()) c.body.append(part);
+        if (c.body.size() > kMaxRequestBytes) {
+          respond(c, {413, "text/plain; charset=utf-8", "request body too large\n"}, false);
+          return;
+        }
+        break;
+      case Event::kMessageComplete:
+        for (std::string_view part : c.parser->decoded()) c.body.append(part);
+        dispatch(c);
+        return;
+    }
   }
-  if (r.event != Event::kHeadComplete) {
-    c.in.erase(0, r.consumed);
-    c.in_used = c.in.size();
-    return;
-  }
+}
+
+void AdminServer::dispatch(Connection& c) {
   uv_read_stop(as_stream(&c.tcp));
   const http::MessageHead& head = c.parser->head();
-  if (head.method != "GET" && head.method != "HEAD") {
-    respond(c, {405, "text/plain; charset=utf-8", "method not allowed\n", "Allow: GET, HEAD\r\n"},
-            false);
-    return;
-  }
-  respond(c, handler_(head), head.method == "HEAD");
+  c.head_only = head.method == "HEAD";
+  const uint64_t id = c.id;
+  Responder later = [this, id](const AdminResponse& r) {
+    for (Connection& conn : connections_) {
+      if (conn.id == id && !conn.closing && !conn.answered) {
+        respond(conn, r, conn.head_only);
+        return;
+      }
+    }
+  };
+  std::optional<AdminResponse> now = handler_(AdminRequest{head, c.body}, std::move(later));
+  if (now) respond(c, *now, c.head_only);
 }
 
 void AdminServer::respond(Connection& c, const AdminResponse& r, bool head_only) {
   uv_read_stop(as_stream(&c.tcp));
+  c.answered = true;
   char len[24];
   auto lr = std::to_chars(len, len + sizeof len, r.body.size());
   char code[8];

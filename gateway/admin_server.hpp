@@ -9,7 +9,9 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/http1_parser.hpp"
 #include "conf/config.hpp"
@@ -28,9 +30,18 @@ struct AdminResponse {
   std::string extra_headers;  // complete "Name: value\r\n" lines
 };
 
+struct AdminRequest {
+  const http::MessageHead& head;
+  std::string_view body;  // at most 16 KiB
+};
+
 class AdminServer {
  public:
-  using Handler = std::function<AdminResponse(const http::MessageHead& request)>;
+  // Answers later; safe to call after the client went away (then it does nothing).
+  using Responder = std::function<void(const AdminResponse&)>;
+  // Returns the response, or nullopt when it will answer through the
+  // responder (an answer that needs the workers, such as a purge).
+  using Handler = std::function<std::optional<AdminResponse>(const AdminRequest&, Responder)>;
 
   AdminServer(uv_loop_t* loop, Handler handler);
   AdminServer(const AdminServer&) = delete;
@@ -57,12 +68,18 @@ class AdminServer {
     std::unique_ptr<http::Http1Parser> parser;
     std::string in;
     size_t in_used = 0;  // bytes of `in` holding data (the rest is the read buffer)
+    std::string body;
+    bool head_seen = false;
+    bool head_only = false;
+    bool answered = false;
+    uint64_t id = 0;
     std::string out;
     std::list<Connection>::iterator self;
   };
 
   void on_connection();
   void on_read(Connection& c, ssize_t nread, const uv_buf_t* buf);
+  void dispatch(Connection& c);
   void respond(Connection& c, const AdminResponse& r, bool head_only);
   void close_connection(Connection& c);
 
@@ -72,6 +89,7 @@ class AdminServer {
   bool listening_ = false;
   std::string address_;
   std::list<Connection> connections_;
+  uint64_t next_id_ = 1;
 };
 
 }  // namespace torii::gateway

@@ -4,7 +4,9 @@
 
 #include <cstring>
 
+#include "cache/policy.hpp"
 #include "common/log.hpp"
+#include "gateway/cache_reply.hpp"
 #include "gateway/local_reply.hpp"
 #include "gateway/request_checks.hpp"
 #include "gateway/router.hpp"
@@ -37,6 +39,8 @@ std::string_view ClientConnection::state_name(State s) {
       return "reading_head";
     case State::kWaitingUpstream:
       return "waiting_upstream";
+    case State::kWaitingCache:
+      return "waiting_cache";
     case State::kProxying:
       return "proxying";
     case State::kLocalReply:
@@ -127,8 +131,9 @@ void ClientConnection::on_read(ssize_t nread) {
     read_eof_ = true;
     // A client may half-close after a complete request and still expect
     // the response; anything else ends here.
-    const bool answer_pending =
-        (state_ == State::kWaitingUpstream || state_ == State::kProxying) && request_complete_;
+    const bool answer_pending = (state_ == State::kWaitingUpstream ||
+                                 state_ == State::kWaitingCache || state_ == State::kProxying) &&
+                                request_complete_;
     if (!answer_pending && state_ != State::kLocalReply) close();
     return;
   }
@@ -151,6 +156,7 @@ bool ClientConnection::input_blocked() const {
     case State::kReadingHead:
       return false;
     case State::kWaitingUpstream:
+    case State::kWaitingCache:
       return true;  // the body waits for a connection
     case State::kProxying:
       return request_complete_ || upstream_full_;
@@ -229,12 +235,21 @@ void ClientConnection::on_request_head() {
   }
   route_index_ = *route;
   group_ = &worker_.group(worker_.config().routes[*route].upstream_index);
+  if (const RouteCache* rc = worker_.cache().route(*route)) {
+    if (lookup_cache(*rc, host)) return;
+  }
+  forward_request();
+}
+
+void ClientConnection::forward_request() {
+  const http::MessageHead& head = parser_.head();
   if (head.has_body() && expects_continue(head)) {
     // RFC 9110 10.1.1: we answer the expectation ourselves and stream the body on.
     out().append_static(kContinue);
     flush();
   }
-  ForwardContext ctx{client_ip_, "http", request_id_, group_->name()};
+  ForwardContext ctx{client_ip_,     "http",  request_id_,
+                     group_->name(), nullptr, cache_.request_lines};
   upstream_head_.clear();
   build_upstream_request_head(head, ctx, upstream_head_);
   // A body-less request is complete with its head: a client that
@@ -330,20 +345,31 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
       .kv("upstream", group_ ? group_->name() : std::string_view("?"))
       .kv("error", error_name(error))
       .kv("request_id", request_id_);
+  if (cache_.stale != nullptr && cache_.stale->within_sie(worker_.cache().now_ms())) {
+    serve_stale_on_error();
+    return;
+  }
   local_reply(error, !request_complete_);
 }
 
 void ClientConnection::on_response_head(const http::MessageHead& head) {
+  if (cache_.route != nullptr && cache_response_head(head)) return;
   response_started_ = true;
   status_ = head.status;
-  ForwardContext ctx{client_ip_, "http", request_id_, group_->name(),
-                     &worker_.config().routes[route_index_].response_headers};
+  ForwardContext ctx{client_ip_,
+                     "http",
+                     request_id_,
+                     group_->name(),
+                     &worker_.config().routes[route_index_].response_headers,
+                     cache_.status_line};
   const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
   plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
 }
 
 void ClientConnection::on_response_body(const BlockRef& block,
                                         const std::vector<std::string_view>& data) {
+  if (!response_started_) return;  // a 304 or an error the cache answers for
+  if (cache_.capture.active()) cache_.capture.add(data);
   switch (plan_.mode) {
     case ClientBodyMode::kNone:
       break;
@@ -370,6 +396,21 @@ void ClientConnection::on_response_batch_end() {
 void ClientConnection::on_response_complete() {
   upstream_ = nullptr;
   upstream_ns_ = uv_hrtime() - upstream_start_ns_;
+  if (cache_.refreshed != nullptr) {
+    const cache::ResponsePtr r = cache_.refreshed;
+    serve_cached(r, cache_status_value("stale", 304, false, 0, true, false, ""),
+                 metrics::CacheResult::kRevalidated);
+    return;
+  }
+  if (cache_.stale_on_error) {
+    serve_stale_on_error();
+    return;
+  }
+  if (cache_.capture.active()) {
+    if (cache::ResponsePtr r = cache_.capture.finish()) {
+      worker_.cache().insert(route_index_, std::move(r), false);
+    }
+  }
   if (plan_.mode == ClientBodyMode::kChunked) out().append_static(kLastChunk);
   record_exchange();  // before the bytes leave: a client never sees an uncounted answer
   flush();
@@ -378,6 +419,11 @@ void ClientConnection::on_response_complete() {
 
 void ClientConnection::on_response_aborted(Error error) {
   upstream_ = nullptr;
+  cache_.capture.reset();
+  if (cache_.stale_on_error) {
+    serve_stale_on_error();
+    return;
+  }
   LogLine(LogLevel::kWarn, "upstream response aborted")
       .kv("error", error_name(error))
       .kv("request_id", request_id_);
@@ -431,6 +477,17 @@ void ClientConnection::finish_exchange() {
 }
 
 void ClientConnection::reset_exchange() {
+  release_cache_fill();
+  cache_.route = nullptr;
+  cache_.key.clear();
+  cache_.stale.reset();
+  cache_.refreshed.reset();
+  cache_.fwd = {};
+  cache_.store = cache_.validators_sent = cache_.stale_on_error = false;
+  cache_.origin_status = 0;
+  cache_.capture.reset();
+  cache_.request_lines.clear();
+  cache_.status_line.clear();
   group_ = nullptr;
   upstream_ = nullptr;
   ticket_.reset();
@@ -460,6 +517,7 @@ void ClientConnection::record_exchange() {
   metrics::StatsWriter& stats = worker_.stats();
   stats.add(layout.request_cell(route_index_, method, status_class));
   stats.observe_us(layout.duration_cell(route_index_, method, status_class), duration_us);
+  if (cache_.route != nullptr) worker_.cache().count(route_index_, cache_.result);
 
   metrics::AccessLog& log = worker_.access_log();
   if (log.enabled()) {
@@ -567,6 +625,7 @@ void ClientConnection::start_drain() {
 void ClientConnection::close() {
   if (state_ == State::kClosing) return;
   abort_upstream();
+  release_cache_fill();
   if (counted_active_) {
     worker_.stats().gauge_add(worker_.layout().connections_active, -1);
     counted_active_ = false;
@@ -611,6 +670,9 @@ void ClientConnection::set_timer(TimerPhase phase) {
     case TimerPhase::kSend:
       ms = static_cast<uint64_t>(c.timeouts.send.count());
       break;
+    case TimerPhase::kCacheLock:
+      ms = static_cast<uint64_t>(c.cache.lock_timeout.count());
+      break;
   }
   timer_.arm(ms);
 }
@@ -639,6 +701,12 @@ void ClientConnection::on_timer() {
       break;
     case TimerPhase::kSend:
       close();  // the client stopped reading
+      break;
+    case TimerPhase::kCacheLock:
+      // The fetch we waited for takes too long: ask the origin ourselves.
+      worker_.cache().fills().cancel(cache_.ticket);
+      state_ = State::kWaitingUpstream;
+      forward_request();
       break;
   }
 }

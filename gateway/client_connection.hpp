@@ -11,24 +11,32 @@
 #include <string>
 #include <string_view>
 
+#include "cache/fill_table.hpp"
+#include "cache/stored_response.hpp"
 #include "common/deadline_timer.hpp"
 #include "common/http1_parser.hpp"
 #include "common/io_context.hpp"
 #include "common/write_batch.hpp"
 #include "gateway/header_rewrite.hpp"
+#include "gateway/response_capture.hpp"
+#include "metrics/stats.hpp"
 #include "upstream/exchange_sink.hpp"
 #include "upstream/upstream_pool.hpp"
 
 namespace torii::gateway {
 
 class Worker;
+struct RouteCache;
 
-class ClientConnection final : public upstream::ExchangeSink, public WriteCompletion {
+class ClientConnection final : public upstream::ExchangeSink,
+                               public WriteCompletion,
+                               public cache::FillWaiter {
  public:
   enum class State : uint8_t {
     kIdle,             // between requests (keep-alive), nothing buffered
     kReadingHead,      // part of a request head received
     kWaitingUpstream,  // head parsed, waiting for an upstream connection
+    kWaitingCache,     // waiting for another request's fetch of the same cache key
     kProxying,         // request and/or response streaming
     kLocalReply,       // writing a reply of our own
     kClosing,
@@ -64,9 +72,32 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   void on_request_drained() override;
   // WriteCompletion
   void on_write_done(WriteBatch& batch, int status) override;
+  // cache::FillWaiter
+  void on_fill_done() override;
 
  private:
-  enum class TimerPhase : uint8_t { kNone, kKeepAlive, kHeader, kBody, kQueue, kSend };
+  enum class TimerPhase : uint8_t { kNone, kKeepAlive, kHeader, kBody, kQueue, kSend, kCacheLock };
+
+  // The cache's part of the current exchange (routes with a cache only).
+  struct CacheExchange {
+    const RouteCache* route = nullptr;
+    std::string key;
+    std::string host;          // normalised request host
+    cache::ResponsePtr stale;  // stored but stale: being revalidated; served if the origin fails
+    cache::ResponsePtr refreshed;  // the origin confirmed `stale` (304)
+    std::string_view fwd;          // Cache-Status "fwd" value for a forwarded request
+    metrics::CacheResult result = metrics::CacheResult::kMiss;
+    bool store = false;            // store what the origin answers
+    bool leader = false;           // this exchange holds the key's fill (others wait for it)
+    bool validators_sent = false;  // our If-None-Match / If-Modified-Since went upstream
+    bool stale_on_error = false;   // the origin failed: answer with `stale` at the end
+    int origin_status = 0;
+    int64_t request_time_ms = 0;
+    cache::FillTable::Ticket ticket;  // waiting for another request's fill
+    ResponseCapture capture;
+    std::string request_lines;  // extra upstream request header lines
+    std::string status_line;    // "Cache-Status: ...\r\n" for a relayed response
+  };
 
   void start();
   void start_reading();
@@ -77,6 +108,17 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   void process_input();
   bool input_blocked() const;
   void on_request_head();
+  // Sends the current request upstream (after the cache had nothing to say).
+  void forward_request();
+  // True when the cache answered (or the request now waits for a fill).
+  bool lookup_cache(const RouteCache& route, const std::string& host);
+  // Answers from a stored response (a 304 when the client's conditionals match).
+  void serve_cached(const cache::ResponsePtr& r, const std::string& cache_status,
+                    metrics::CacheResult result);
+  void serve_stale_on_error();
+  // Handles a response head for the cache; true when it is not relayed.
+  bool cache_response_head(const http::MessageHead& head);
+  void release_cache_fill();
   void on_request_body(bool last);
   void acquire_upstream(bool fresh);
   void local_reply(Error error, bool close_after);
@@ -107,6 +149,7 @@ class ClientConnection final : public upstream::ExchangeSink, public WriteComple
   upstream::UpstreamGroup::WaitTicket ticket_;
   std::string upstream_head_;  // kept until the response starts, for a retry
   ClientResponsePlan plan_;
+  CacheExchange cache_;
   bool request_complete_ = false;
   bool response_started_ = false;
   bool retried_ = false;

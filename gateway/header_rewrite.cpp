@@ -137,6 +137,7 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
   if (!host.empty()) append_header(out, "X-Forwarded-Host", host);
   append_list_with(out, req, "Via", via_version(req), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
+  out.append(ctx.extra_lines);
 
   switch (req.framing) {
     case http::BodyFraming::kContentLength:
@@ -205,6 +206,7 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
   }
   append_list_with(out, resp, "Via", via_version(resp), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
+  out.append(ctx.extra_lines);
   if (plan.close_after) {
     out.append("Connection: close\r\n");
   } else if (client_10) {
@@ -212,6 +214,32 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
   }
   out.append("\r\n");
   return plan;
+}
+
+void build_stored_response_head(const MessageHead& resp, const ForwardContext& ctx,
+                                std::string_view date_if_missing, std::string& out) {
+  const ConnectionTokens connection(resp);
+  out.append("HTTP/1.1 ");
+  append_uint(out, static_cast<uint64_t>(resp.status));
+  out.push_back(' ');
+  out.append(resp.reason.empty() ? http::reason_phrase(resp.status) : resp.reason);
+  out.append("\r\n");
+  bool has_date = false;
+  for (const Header& h : resp.headers) {
+    const std::string_view n = h.name;
+    if (http::is_hop_by_hop(n) || connection.contains(n)) continue;
+    if (iequals(n, "via") || iequals(n, "x-request-id") || iequals(n, "content-length") ||
+        iequals(n, "age") || iequals(n, "cache-status")) {
+      continue;
+    }
+    has_date = has_date || iequals(n, "date");
+    append_header(out, h.name, h.value);
+  }
+  if (!has_date && !date_if_missing.empty()) append_header(out, "Date", date_if_missing);
+  if (ctx.response_headers != nullptr) {
+    for (const auto& [name, value] : *ctx.response_headers) append_header(out, name, value);
+  }
+  append_list_with(out, resp, "Via", via_version(resp), "torii");
 }
 
 }  // namespace torii::gateway

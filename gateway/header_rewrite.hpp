@@ -19,6 +19,9 @@ struct ForwardContext {
   std::string_view upstream_authority;  // Host for HTTP/1.0 requests without one
   // The route's own response headers, added after the upstream's.
   const std::vector<std::pair<std::string, std::string>>* response_headers = nullptr;
+  // Extra header lines ("Name: value\r\n"...) added to the head being built
+  // (Cache-Status on a response, validators on a revalidation request).
+  std::string_view extra_lines = {};
 };
 
 // Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.
@@ -46,6 +49,14 @@ ClientResponsePlan build_client_response_head(const http::MessageHead& resp,
                                               const http::MessageHead& req,
                                               const ForwardContext& ctx, bool want_close,
                                               std::string& out);
+
+// Appends the head a cache stores for an upstream response: the status
+// line and the end-to-end headers as build_client_response_head would send
+// them, without the fields that differ per response (framing,
+// Content-Length, Connection, Age, X-Request-Id) and without the blank
+// line. A Date is added when the upstream sent none (RFC 9110 6.6.1).
+void build_stored_response_head(const http::MessageHead& resp, const ForwardContext& ctx,
+                                std::string_view date_if_missing, std::string& out);
 
 // A sane client-supplied X-Request-Id is kept: 1..128 chars of [A-Za-z0-9._:-].
 bool is_sane_request_id(std::string_view id);

@@ -255,35 +255,87 @@ void Master::setup_metrics() {
   master_metrics_ = std::make_unique<metrics::MasterMetrics>(kVersion, config.workers);
   master_metrics_->reload(true, static_cast<double>(time(nullptr)));
   collector_ = std::make_unique<metrics::SegmentCollector>(*stats_segment_, stats_registry_);
+  purger_ = std::make_unique<PurgeCoordinator>(&loop_);
   if (config.admin) {
     admin_ = std::make_unique<AdminServer>(
-        &loop_, [this](const http::MessageHead& request) { return handle_admin(request); });
+        &loop_, [this](const AdminRequest& request, AdminServer::Responder respond) {
+          return handle_admin(request, std::move(respond));
+        });
     admin_->start(config.admin->address, inherited_admin_fd_);
     LogLine(LogLevel::kInfo, "admin listening").kv("address", admin_->address());
   }
 }
 
-AdminResponse Master::handle_admin(const http::MessageHead& request) {
+std::optional<AdminResponse> Master::handle_admin(const AdminRequest& req,
+                                                  AdminServer::Responder respond) {
+  const http::MessageHead& request = req.head;
   const std::string_view path = split_target(request.target).path;  // absolute-form too
+  if (path == "/cache/purge") {
+    if (request.method != "POST") {
+      return AdminResponse{405, "text/plain; charset=utf-8", "method not allowed\n",
+                           "Allow: POST\r\n"};
+    }
+    return handle_purge(req, std::move(respond));
+  }
+  const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  if (known && request.method != "GET" && request.method != "HEAD") {
+    return AdminResponse{405, "text/plain; charset=utf-8", "method not allowed\n",
+                         "Allow: GET, HEAD\r\n"};
+  }
   if (path == "/metrics") {
     std::vector<pid_t> pids(current_->config->workers, 0);
     for (const WorkerProcess& w : workers_) {
       if (w.generation == current_ && !w.retired && w.index < pids.size()) pids[w.index] = w.pid;
     }
     master_metrics_->sample_processes(pids);
-    return {200, "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render_metrics(*master_metrics_, *collector_)};
+    return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                         metrics::render_metrics(*master_metrics_, *collector_)};
   }
-  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/healthz") return AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
     const size_t ready = ready_workers(*current_);
     const size_t want = current_->config->workers;
     const std::string summary =
         std::to_string(ready) + " of " + std::to_string(want) + " workers ready\n";
-    if (ready == want && !stopping_) return {200, "text/plain; charset=utf-8", "ready: " + summary};
-    return {503, "text/plain; charset=utf-8", "not ready: " + summary};
+    if (ready == want && !stopping_) {
+      return AdminResponse{200, "text/plain; charset=utf-8", "ready: " + summary};
+    }
+    return AdminResponse{503, "text/plain; charset=utf-8", "not ready: " + summary};
   }
-  return {404, "text/plain; charset=utf-8", "not found\n"};
+  return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
+}
+
+std::optional<AdminResponse> Master::handle_purge(const AdminRequest& req,
+                                                  AdminServer::Responder respond) {
+  std::string_view token;
+  if (current_->config->admin) token = current_->config->admin->token;
+  switch (check_admin_token(req.head, token)) {
+    case 0:
+      break;
+    case 403:
+      return AdminResponse{403, "text/plain; charset=utf-8",
+                           "purging is disabled: set admin.token in the config\n"};
+    default:
+      return AdminResponse{401, "text/plain; charset=utf-8", "missing or wrong bearer token\n",
+                           "WWW-Authenticate: Bearer realm=\"torii-admin\"\r\n"};
+  }
+  PurgeRequest purge;
+  std::string error;
+  if (!parse_purge_request(req.body, purge, error)) {
+    return AdminResponse{400, "text/plain; charset=utf-8", error + "\n"};
+  }
+  // Every live worker holds its own cache, old generation included.
+  std::vector<ControlChannel*> channels;
+  for (WorkerProcess& w : workers_) {
+    if (w.pid != 0 && w.channel && !w.channel->closed()) channels.push_back(w.channel.get());
+  }
+  LogLine(LogLevel::kInfo, "cache purge")
+      .kv("host", purge.host)
+      .kv("target", purge.target)
+      .kv("prefix", purge.prefix)
+      .kv("workers", channels.size());
+  purger_->start(purge, channels, std::move(respond));
+  return std::nullopt;
 }
 
 void Master::reset_slot_gauges(size_t slot) {
@@ -417,8 +469,15 @@ void Master::start_generation(const std::shared_ptr<Generation>& gen) {
 
 void Master::spawn(WorkerProcess& w) {
   log::flush();  // the child must not inherit half-written log text
+  int channel_fds[2] = {-1, -1};
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel_fds) != 0) {
+    LogLine(LogLevel::kError, "socketpair failed").kv("error", std::strerror(errno));
+  }
   pid_t pid = fork();
   if (pid < 0) {
+    for (int fd : channel_fds) {
+      if (fd >= 0) ::close(fd);
+    }
     LogLine(LogLevel::kError, "fork failed").kv("error", std::strerror(errno));
     w.backoff_ms = w.backoff_ms == 0 ? kMinBackoffMs : std::min(w.backoff_ms * 2, kMaxBackoffMs);
     uv_timer_start(
@@ -430,8 +489,20 @@ void Master::spawn(WorkerProcess& w) {
         w.backoff_ms, 0);
     return;
   }
-  if (pid == 0) become_worker(w);
+  if (pid == 0) {
+    if (channel_fds[0] >= 0) ::close(channel_fds[0]);
+    become_worker(w, channel_fds[1]);
+  }
   w.pid = pid;
+  drop_channel(w);
+  if (channel_fds[0] >= 0) {
+    ::close(channel_fds[1]);
+    w.channel = std::make_unique<ControlChannel>(
+        &loop_, channel_fds[0],
+        [this](ControlChannel& ch, const std::string& m) { purger_->on_message(&ch, m); },
+        [this](ControlChannel& ch) { purger_->on_channel_closed(&ch); });
+    w.channel->unref();
+  }
   w.started_ms = uv_now(&loop_);
   LogLine(LogLevel::kInfo, "worker started")
       .kv("worker", w.index)
@@ -439,7 +510,15 @@ void Master::spawn(WorkerProcess& w) {
       .kv("generation", w.generation->number);
 }
 
-void Master::become_worker(WorkerProcess& w) {
+void Master::drop_channel(WorkerProcess& w) {
+  // Channels whose close completed are freed; this one joins them once closed.
+  closing_channels_.remove_if([](const std::unique_ptr<ControlChannel>& c) { return c->closed(); });
+  if (!w.channel) return;
+  w.channel->close();
+  closing_channels_.push_back(std::move(w.channel));
+}
+
+void Master::become_worker(WorkerProcess& w, int control_fd) {
   // We are inside a callback of the master's loop (fork happened there).
   // Give that loop a fresh kernel state in this process and close its
   // handles, which stops its signal handlers and timers at once; the loop
@@ -468,7 +547,7 @@ void Master::become_worker(WorkerProcess& w) {
   WorkerStats stats{&stats_segment_->header(w.stats_slot),
                     config.stats_enabled ? stats_segment_->cells(w.stats_slot) : nullptr,
                     w.generation->layout};
-  run_worker_process(config, w.index, std::move(mine), std::move(stats));
+  run_worker_process(config, w.index, std::move(mine), std::move(stats), control_fd);
 }
 
 void Master::retire(WorkerProcess& w) {
@@ -497,6 +576,7 @@ void Master::on_child_exit() {
     if (it == workers_.end()) continue;
     WorkerProcess& w = *it;
     w.pid = 0;
+    drop_channel(w);
     reset_slot_gauges(w.stats_slot);
     const uint64_t ran_ms = uv_now(&loop_) - w.started_ms;
     const bool expected = stopping_ || w.draining;
@@ -595,7 +675,12 @@ void Master::on_reload() {
 void Master::check_new_generation() {
   if (!pending_) return;
   if (ready_workers(*pending_) < pending_->config->workers) {
-    if (uv_now(&loop_) - reload_started_ms_ > kReloadReadyTimeoutMs) {
+    // Workers report ready after pre-warming their cache, which may take up
+    // to its own timeout.
+    const uint64_t limit = std::max<uint64_t>(
+        kReloadReadyTimeoutMs,
+        static_cast<uint64_t>(pending_->config->cache.prewarm_timeout.count()) + 10'000);
+    if (uv_now(&loop_) - reload_started_ms_ > limit) {
       abandon_new_generation("the new workers did not become ready in time");
     }
     return;

@@ -17,6 +17,8 @@
 
 #include "conf/config.hpp"
 #include "gateway/admin_server.hpp"
+#include "gateway/cache_purge.hpp"
+#include "gateway/control_channel.hpp"
 #include "gateway/listen_socket.hpp"
 #include "metrics/exposition.hpp"
 #include "metrics/stats.hpp"
@@ -55,12 +57,15 @@ class Master {
     bool draining = false;  // an old generation's worker, told to drain
     bool retired = false;   // exited for good; erased once its timer closed
     uv_timer_t respawn_timer;
+    std::unique_ptr<ControlChannel> channel;  // to the running process
     std::list<WorkerProcess>::iterator self;
   };
 
   void start_generation(const std::shared_ptr<Generation>& gen);
   void spawn(WorkerProcess& w);
-  [[noreturn]] void become_worker(WorkerProcess& w);
+  [[noreturn]] void become_worker(WorkerProcess& w, int control_fd);
+  // Closes a worker's control channel (kept until its close callback ran).
+  void drop_channel(WorkerProcess& w);
   void retire(WorkerProcess& w);
   void on_child_exit();
   void on_terminate(bool graceful);
@@ -81,7 +86,10 @@ class Master {
   size_t free_stats_slot() const;
   void finish();
   void setup_metrics();
-  AdminResponse handle_admin(const http::MessageHead& request);
+  std::optional<AdminResponse> handle_admin(const AdminRequest& request,
+                                            AdminServer::Responder respond);
+  std::optional<AdminResponse> handle_purge(const AdminRequest& request,
+                                            AdminServer::Responder respond);
   // Zeroes the gauges of a slot whose worker died (its connections are gone).
   void reset_slot_gauges(size_t slot);
   ListenSocketSet* socket_set(const conf::HostPort& address);
@@ -103,6 +111,8 @@ class Master {
   std::unique_ptr<metrics::SegmentCollector> collector_;
   std::unique_ptr<AdminServer> admin_;
   std::list<WorkerProcess> workers_;
+  std::list<std::unique_ptr<ControlChannel>> closing_channels_;
+  std::unique_ptr<PurgeCoordinator> purger_;
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_, sigwinch_;
   std::string executable_;
   std::vector<std::string> args_;

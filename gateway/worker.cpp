@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "gateway/cache_purge.hpp"
 
 namespace torii::gateway {
 
@@ -24,7 +25,7 @@ uint64_t splitmix64(uint64_t& x) {
 }  // namespace
 
 Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-               WorkerStats stats)
+               WorkerStats stats, int control_fd)
     : io_(&loop_),
       config_(config),
       index_(index),
@@ -33,6 +34,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
       slot_header_(stats.header),
       layout_(std::move(stats.layout)),
       stats_(stats.cells),
+      control_fd_(control_fd),
       access_log_(&loop_, config_.access_log),
       log_writer_(&loop_) {
   uint64_t seed[2] = {0, 0};
@@ -46,6 +48,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
     groups_.push_back(std::make_unique<upstream::UpstreamGroup>(
         io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i)));
   }
+  cache_ = std::make_unique<WorkerCache>(*this);
 }
 
 Worker::~Worker() {
@@ -73,26 +76,6 @@ int Worker::run() {
     log_writer_.stop();
     return 1;
   }
-  for (const ListenFd& lf : listen_fds_) {
-    auto l = std::make_unique<Listener>();
-    l->worker = this;
-    uv_tcp_init(&loop_, &l->tcp);
-    l->tcp.data = l.get();
-    int rc = uv_tcp_open(&l->tcp, lf.fd);
-    if (rc == 0) {
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp),
-                     config_.listeners[lf.listener].backlog, [](uv_stream_t* server, int status) {
-                       static_cast<Listener*>(server->data)->worker->on_connection(server, status);
-                     });
-    }
-    if (rc != 0) {
-      LogLine(LogLevel::kError, "cannot listen").kv("error", uv_strerror(rc));
-      log_writer_.stop();
-      return 1;
-    }
-    listeners_.push_back(std::move(l));
-  }
-
   auto on_signal = [](uv_signal_t* h, int signum) {
     auto* self = static_cast<Worker*>(h->data);
     if (signum == SIGTERM || signum == SIGUSR2) {
@@ -119,13 +102,25 @@ int Worker::run() {
   }
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
+  if (control_fd_ >= 0) {
+    control_ = std::make_unique<ControlChannel>(
+        &loop_, control_fd_,
+        [this](ControlChannel& ch, const std::string& message) {
+          const std::string reply = handle_purge_message(message, [this](const PurgeRequest& r) {
+            return cache_->purge(r.host, r.target, r.prefix);
+          });
+          if (!reply.empty()) ch.send(reply);
+        },
+        nullptr);
+    control_->unref();
+    control_fd_ = -1;
+  }
 
   uv_timer_init(&loop_, &heartbeat_timer_);
   heartbeat_timer_.data = this;
   if (slot_header_ != nullptr) {
     slot_header_->heartbeat_ms.store(uv_hrtime() / 1'000'000, std::memory_order_relaxed);
     slot_header_->pid.store(getpid(), std::memory_order_relaxed);
-    slot_header_->ready.store(1, std::memory_order_release);
     uv_timer_start(
         &heartbeat_timer_,
         [](uv_timer_t* t) {
@@ -136,12 +131,65 @@ int Worker::run() {
         250, 250);
     uv_unref(reinterpret_cast<uv_handle_t*>(&heartbeat_timer_));
   }
-  LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
+  // Pre-warmed cache entries are fetched before the worker takes traffic and
+  // reports ready. Meanwhile connections for its socket wait in the queue
+  // (on a reload, the previous generation's worker keeps accepting on the
+  // same socket until this one is ready).
+  cache_->start_prewarm(first_listener_authority(), [this] {
+    if (draining_) return;
+    if (!start_serving()) {
+      log_writer_.stop();
+      _exit(1);
+    }
+  });
   uv_run(&loop_, UV_RUN_DEFAULT);
   access_log_.flush_sync();
   LogLine(LogLevel::kInfo, "worker exited cleanly").kv("worker", index_);
   log_writer_.stop();
   return 0;
+}
+
+bool Worker::start_serving() {
+  for (const ListenFd& lf : listen_fds_) {
+    auto l = std::make_unique<Listener>();
+    l->worker = this;
+    uv_tcp_init(&loop_, &l->tcp);
+    l->tcp.data = l.get();
+    int rc = uv_tcp_open(&l->tcp, lf.fd);
+    if (rc == 0) {
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp),
+                     config_.listeners[lf.listener].backlog, [](uv_stream_t* server, int status) {
+                       static_cast<Listener*>(server->data)->worker->on_connection(server, status);
+                     });
+    }
+    if (rc != 0) {
+      LogLine(LogLevel::kError, "cannot listen").kv("error", uv_strerror(rc));
+      return false;
+    }
+    listeners_.push_back(std::move(l));
+  }
+
+  if (slot_header_ != nullptr) slot_header_->ready.store(1, std::memory_order_release);
+  LogLine(LogLevel::kInfo, "worker ready").kv("worker", index_).kv("pid", getpid()).flush_now();
+  return true;
+}
+
+std::string Worker::first_listener_authority() const {
+  if (listen_fds_.empty()) return "localhost";
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(listen_fds_.front().fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return config_.listeners[listen_fds_.front().listener].address.str();
+  }
+  char ip[64] = {};
+  if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    uv_ip6_name(a, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+  uv_ip4_name(a, ip, sizeof ip);
+  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
 }
 
 void Worker::on_connection(uv_stream_t* server, int status) {
@@ -213,6 +261,8 @@ void Worker::maybe_finish() {
 }
 
 void Worker::close_all_handles() {
+  cache_->close();
+  if (control_) control_->close();
   for (auto& g : groups_) g->close_idle();
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&heartbeat_timer_), nullptr);
@@ -224,12 +274,13 @@ void Worker::close_all_handles() {
 }
 
 void run_worker_process(const conf::Config& config, unsigned index,
-                        std::vector<Worker::ListenFd> listen_fds, WorkerStats stats) {
+                        std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
+                        int control_fd) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;
   try {
-    Worker worker(config, index, std::move(listen_fds), std::move(stats));
+    Worker worker(config, index, std::move(listen_fds), std::move(stats), control_fd);
     rc = worker.run();
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "worker failed").kv("worker", index).kv("error", e.what());

@@ -14,8 +14,10 @@
 #include "common/io_context.hpp"
 #include "conf/config.hpp"
 #include "gateway/client_connection.hpp"
+#include "gateway/control_channel.hpp"
 #include "gateway/log_writer.hpp"
 #include "gateway/router.hpp"
+#include "gateway/worker_cache.hpp"
 #include "metrics/access_log.hpp"
 #include "metrics/stats.hpp"
 #include "upstream/upstream_pool.hpp"
@@ -38,8 +40,9 @@ class Worker {
     size_t listener;
     int fd;
   };
+  // `control_fd`: this worker's end of the master's control channel (-1: none).
   Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-         WorkerStats stats);
+         WorkerStats stats, int control_fd = -1);
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -54,6 +57,7 @@ class Worker {
   metrics::StatsWriter& stats() { return stats_; }
   const metrics::StatsLayout& layout() const { return layout_; }
   metrics::AccessLog& access_log() { return access_log_; }
+  WorkerCache& cache() { return *cache_; }
   bool draining() const { return draining_; }
   // How long an idle keep-alive connection stays open once draining: a
   // shutdown closes them after a short grace; a reload keeps them until the
@@ -72,6 +76,10 @@ class Worker {
     Worker* worker;
   };
   void on_connection(uv_stream_t* server, int status);
+  // After pre-warming: listen, report ready. False if a socket failed.
+  bool start_serving();
+  // "127.0.0.1:8080" of the first listening socket (Host for pre-warming wildcard routes).
+  std::string first_listener_authority() const;
   // A connection owned by connections_, not yet accepted.
   ClientConnection& new_connection();
   void start_drain(bool for_reload);
@@ -94,6 +102,9 @@ class Worker {
   metrics::StatsLayout layout_;
   metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
+  std::unique_ptr<WorkerCache> cache_;
+  int control_fd_;
+  std::unique_ptr<ControlChannel> control_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::list<ClientConnection> connections_;
   uv_signal_t sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_;
@@ -109,6 +120,7 @@ class Worker {
 
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
-                                     std::vector<Worker::ListenFd> listen_fds, WorkerStats stats);
+                                     std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
+                                     int control_fd);
 
 }  // namespace torii::gateway

@@ -59,6 +59,33 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
        "Requests replayed on a fresh connection after a reused keep-alive connection failed.",
        SeriesKind::kCounter,
        {"upstream"}},
+      {"torii_cache_requests_total",
+       "Requests on caching routes, by how they were answered (hit, stale, miss, expired, "
+       "revalidated, collapsed, bypass).",
+       SeriesKind::kCounter,
+       {"route", "result"}},
+      {"torii_cache_stores_total",
+       "Responses stored in the cache.",
+       SeriesKind::kCounter,
+       {"route"}},
+      {"torii_cache_fetches_total",
+       "Background cache fetches (prewarm, refresh ahead of expiry, stale-while-revalidate), "
+       "by result.",
+       SeriesKind::kCounter,
+       {"route", "kind", "result"}},
+      {"torii_cache_evictions_total",
+       "Stored responses evicted to stay under the memory budget.",
+       SeriesKind::kCounter,
+       {}},
+      {"torii_cache_purged_total",
+       "Stored responses removed by purge requests.",
+       SeriesKind::kCounter,
+       {}},
+      {"torii_cache_entries", "Stored responses, all workers.", SeriesKind::kGauge, {}},
+      {"torii_cache_bytes",
+       "Memory held by stored responses (payload and bookkeeping), all workers.",
+       SeriesKind::kGauge,
+       {}},
   }};
   return kFamilies;
 }
@@ -101,6 +128,28 @@ const char* outcome_name(Outcome o) {
     case Outcome::kResponseTimeout:
       return "response_timeout";
     case Outcome::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+const char* cache_result_name(CacheResult r) {
+  switch (r) {
+    case CacheResult::kHit:
+      return "hit";
+    case CacheResult::kStale:
+      return "stale";
+    case CacheResult::kMiss:
+      return "miss";
+    case CacheResult::kExpired:
+      return "expired";
+    case CacheResult::kRevalidated:
+      return "revalidated";
+    case CacheResult::kCollapsed:
+      return "collapsed";
+    case CacheResult::kBypass:
+      return "bypass";
+    case CacheResult::kCount:
       break;
   }
   return "unknown";
@@ -152,6 +201,33 @@ StatsLayout build_layout(StatsRegistry& reg, const conf::Config& config) {
     }
     l.servers.push_back(std::move(servers));
     l.retries.push_back(reg.cell(Family::kUpstreamRetries, {u.name}));
+  }
+  bool any_cache = false;
+  for (const conf::Route& route : config.routes) {
+    std::vector<uint32_t> requests;
+    std::vector<uint32_t> fetches;
+    uint32_t stores = 0;
+    if (route.cache && route.cache->enabled) {
+      any_cache = true;
+      for (size_t r = 0; r < static_cast<size_t>(CacheResult::kCount); ++r) {
+        requests.push_back(reg.cell(Family::kCacheRequests,
+                                    {route.name, cache_result_name(static_cast<CacheResult>(r))}));
+      }
+      stores = reg.cell(Family::kCacheStores, {route.name});
+      for (const char* kind : kCacheFetchKinds) {
+        fetches.push_back(reg.cell(Family::kCacheFetches, {route.name, kind, "ok"}));
+        fetches.push_back(reg.cell(Family::kCacheFetches, {route.name, kind, "error"}));
+      }
+    }
+    l.cache_requests.push_back(std::move(requests));
+    l.cache_stores.push_back(stores);
+    l.cache_fetches.push_back(std::move(fetches));
+  }
+  if (any_cache) {
+    l.cache_evictions = reg.cell(Family::kCacheEvictions, {});
+    l.cache_purged = reg.cell(Family::kCachePurged, {});
+    l.cache_entries = reg.cell(Family::kCacheEntries, {});
+    l.cache_bytes = reg.cell(Family::kCacheBytes, {});
   }
   return l;
 }

@@ -43,6 +43,13 @@ enum class Family : uint16_t {
   kUpstreamResponse,     // histogram upstream, server
   kUpstreamConnections,  // gauge     upstream, server, state
   kUpstreamRetries,      // counter   upstream
+  kCacheRequests,        // counter   route, result
+  kCacheStores,          // counter   route
+  kCacheFetches,         // counter   route, kind, result (background fetches)
+  kCacheEvictions,       // counter
+  kCachePurged,          // counter
+  kCacheEntries,         // gauge
+  kCacheBytes,           // gauge
   kCount
 };
 
@@ -75,6 +82,22 @@ enum class Outcome : uint8_t {
 };
 const char* outcome_name(Outcome o);
 inline constexpr const char* kPoolStates[] = {"idle", "active"};
+
+// How a request on a caching route was answered.
+enum class CacheResult : uint8_t {
+  kHit,          // fresh stored response (or a 304 from it)
+  kStale,        // stale stored response (stale-while-revalidate / stale-if-error)
+  kMiss,         // nothing stored: forwarded
+  kExpired,      // stored but stale: fetched again in full
+  kRevalidated,  // stored but stale: the origin confirmed it (304)
+  kCollapsed,    // waited for another request's fetch of the key
+  kBypass,       // not cacheable (method, client no-cache), forwarded
+  kCount
+};
+const char* cache_result_name(CacheResult r);
+// Background fetch kinds (pre-warm, refresh ahead of expiry, stale-while-revalidate).
+inline constexpr const char* kCacheFetchKinds[] = {"prewarm", "refresh", "revalidate"};
+inline constexpr size_t kCacheFetchKindCount = 3;
 
 // The series space: (family, label values) -> first cell. Pure; lives in
 // the master. New series get new cells; existing ones keep theirs.
@@ -121,6 +144,15 @@ struct StatsLayout {
   uint32_t connections_active = 0;
   std::vector<std::vector<ServerCells>> servers;  // [upstream][server], config order
   std::vector<uint32_t> retries;                  // [upstream]
+  // Cache series, per route (routes without a cache get none: empty vectors).
+  std::vector<std::vector<uint32_t>> cache_requests;  // [route][CacheResult]
+  std::vector<uint32_t> cache_stores;                 // [route]
+  // [route][kind * 2 + (0 ok, 1 error)]
+  std::vector<std::vector<uint32_t>> cache_fetches;
+  uint32_t cache_evictions = 0;
+  uint32_t cache_purged = 0;
+  uint32_t cache_entries = 0;
+  uint32_t cache_bytes = 0;
 
   uint32_t request_cell(size_t route, size_t method, size_t status_class) const {
     return requests[(route * kMethodCount + method) * kStatusClassCount + status_class];

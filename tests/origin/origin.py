@@ -26,18 +26,42 @@ Endpoints (every response carries ``X-Origin-Name: <name>``):
                              connection is aborted
   /headers?set=Name:Value&.. adds the given response headers (repeatable)
   /count[/...]               counts itself; returns the number of hits of this path
+  /cache/{tail}?...          a cacheable resource (any method; GET/HEAD in practice).
+                             JSON body {"path", "query", "method", "host", "count",
+                             "vary": {header: value}}; "count" is how many times
+                             this exact path+query was requested (this one included),
+                             also sent as X-Count. Query parameters (all optional):
+                               set=Name:Value   add a response header (repeatable)
+                               vary=H1,H2       send Vary and echo those request headers
+                               etag=xyz         send ETag: "xyz"; 304 when If-None-Match matches
+                               lm=<unix s>      send Last-Modified; 304 when If-Modified-Since
+                                                >= it (and no If-None-Match)
+                               expires=<s>      send Date and Expires = now + s (s may be < 0)
+                               delay=<s>        sleep s seconds (float) before answering
+                               size=<n>         body is n deterministic bytes instead of JSON
+                               status=<code>    answer with that status
   /stats[?reset=1]           JSON counters: total requests, per path, per
-                             "METHOD path", TCP connections accepted. /stats is
-                             never counted itself (nor a connection it opened).
+                             "METHOD path", per path+query ("urls"), TCP
+                             connections accepted. /stats and /control/* are
+                             never counted (nor a connection they opened).
+  POST /control/fail         JSON {"prefix": "/cache/x", "mode": "500"|"close"|"delay"|"off",
+                             "seconds": 3}: counted requests whose path starts with
+                             prefix get a 500, have their connection aborted without
+                             an answer, or are delayed by `seconds`; "off" clears the
+                             prefix (no prefix: clears all). Failed requests are counted.
 
 Deterministic content: byte i of a body is ``i % 251``.
 """
 
 import argparse
 import asyncio
+import calendar
+import email.utils
 import hashlib
+import json
 import socket
 import sys
+import time
 from collections import Counter
 
 from aiohttp import web
@@ -69,11 +93,13 @@ class Stats:
         self.connections = 0  # accepted TCP connections ...
         self.stats_connections = 0  # ... of which the first request was /stats (the test's own)
         self.in_flight = Counter()
+        self.urls = Counter()  # "path?query" (or "path" when the query is empty)
 
     def as_dict(self):
         return {
             "total": self.total,
             "paths": dict(self.paths),
+            "urls": dict(self.urls),
             "requests": dict(self.requests),
             "connections": self.connections - self.stats_connections,
             "in_flight": {k: v for k, v in self.in_flight.items() if v},
@@ -82,10 +108,30 @@ class Stats:
 
 STATS = Stats()
 
+# Injected failures: path prefix -> (mode, seconds); see POST /control/fail.
+FAULTS = {}
+
+
+def _url_key(request):
+    q = request.query_string
+    return f"{request.path}?{q}" if q else request.path
+
+
+def _fault_for(path):
+    best = None
+    for prefix, fault in FAULTS.items():
+        if path.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, fault)
+    return best[1] if best else None
+
+
+def _uncounted(path):
+    return path == "/stats" or path.startswith("/control/")
+
 
 @web.middleware
 async def common_middleware(request, handler):
-    counted = request.path != "/stats"
+    counted = not _uncounted(request.path)
     transport = request.transport
     if transport is not None and not getattr(transport, "_torii_seen", False):
         transport._torii_seen = True
@@ -95,8 +141,20 @@ async def common_middleware(request, handler):
         STATS.total += 1
         STATS.paths[request.path] += 1
         STATS.requests[f"{request.method} {request.path}"] += 1
+        STATS.urls[_url_key(request)] += 1
         STATS.in_flight[request.path] += 1
     try:
+        fault = _fault_for(request.path) if counted else None
+        if fault is not None:
+            mode, seconds = fault
+            if mode == "500":
+                await _drain_body(request)
+                return web.Response(status=500, text=f"injected failure for {request.path}\n")
+            if mode == "close":
+                request.transport.abort()
+                raise asyncio.CancelledError()
+            if mode == "delay":
+                await asyncio.sleep(seconds)
         resp = await handler(request)
     finally:
         if counted:
@@ -275,6 +333,121 @@ async def count(request):
     return web.json_response({"path": request.path, "count": STATS.paths[request.path]})
 
 
+def _float_arg(request, name, default):
+    try:
+        return float(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"bad number for {name}\n")
+
+
+def _etag_matches(if_none_match, etag):
+    """Weak comparison (RFC 9110 13.1.2) of an If-None-Match list with one ETag."""
+    if if_none_match.strip() == "*":
+        return True
+
+    def opaque(tag):
+        tag = tag.strip()
+        return tag[2:] if tag.startswith("W/") else tag
+
+    return any(opaque(t) == opaque(etag) for t in if_none_match.split(","))
+
+
+async def cacheable(request):
+    """A cacheable resource: see the module docstring (/cache/{tail})."""
+    count = STATS.urls[_url_key(request)]  # as of this request's arrival
+    await _drain_body(request)
+    delay_s = _float_arg(request, "delay", 0)
+    if delay_s > 0:
+        await asyncio.sleep(delay_s)
+    headers = [("X-Count", str(count))]
+    for item in request.query.getall("set", []):
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise web.HTTPBadRequest(text=f"bad set={item!r}, want Name:Value\n")
+        headers.append((name.strip(), value.strip()))
+    vary_names = [n.strip() for v in request.query.getall("vary", []) for n in v.split(",") if n.strip()]
+    if vary_names:
+        headers.append(("Vary", ", ".join(vary_names)))
+    etag = None
+    if "etag" in request.query:
+        etag = f'"{request.query["etag"]}"'
+        headers.append(("ETag", etag))
+    lm = None
+    if "lm" in request.query:
+        lm = _int_arg(request, "lm", 0)
+        headers.append(("Last-Modified", email.utils.formatdate(lm, usegmt=True)))
+    if "expires" in request.query:
+        now = int(time.time())
+        headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        headers.append(("Expires", email.utils.formatdate(now + _int_arg(request, "expires", 0), usegmt=True)))
+    code = _int_arg(request, "status", 200)
+
+    not_modified = False
+    inm = request.headers.get("If-None-Match")
+    ims = request.headers.get("If-Modified-Since")
+    if request.method in ("GET", "HEAD") and code == 200:
+        if inm is not None:
+            not_modified = etag is not None and _etag_matches(inm, etag)
+        elif ims is not None and lm is not None:
+            try:
+                since = email.utils.parsedate_tz(ims)
+                not_modified = since is not None and calendar.timegm(since[:9]) - (since[9] or 0) >= lm
+            except (TypeError, ValueError, OverflowError):
+                not_modified = False
+    if not_modified:
+        code = 304
+
+    if code == 304 or code == 204 or code < 200:
+        resp = web.StreamResponse(status=code)
+        resp._length_check = False  # bodiless by definition
+        for k, v in headers:
+            resp.headers.add(k, v)
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
+    if "size" in request.query:
+        body = pattern_bytes(_int_arg(request, "size", 0))
+        content_type = "application/octet-stream"
+    else:
+        doc = {
+            "path": request.path,
+            "query": request.query_string,
+            "method": request.method,
+            "host": request.headers.get("Host"),
+            "count": count,
+            "vary": {n: request.headers.get(n) for n in vary_names},
+        }
+        body = json.dumps(doc).encode()
+        content_type = "application/json"
+    resp = web.Response(status=code, body=body, content_type=content_type)
+    for k, v in headers:
+        resp.headers.add(k, v)
+    return resp
+
+
+async def control_fail(request):
+    try:
+        doc = await request.json()
+        mode = doc.get("mode", "off")
+        prefix = doc.get("prefix")
+        seconds = float(doc.get("seconds", 0))
+    except (ValueError, AttributeError, TypeError):
+        raise web.HTTPBadRequest(text="want JSON {\"prefix\": ..., \"mode\": ...}\n")
+    if mode not in ("500", "close", "delay", "off"):
+        raise web.HTTPBadRequest(text=f"unknown mode {mode!r}\n")
+    if mode == "off":
+        if prefix is None:
+            FAULTS.clear()
+        else:
+            FAULTS.pop(prefix, None)
+    else:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise web.HTTPBadRequest(text="prefix must be a path starting with /\n")
+        FAULTS[prefix] = (mode, seconds)
+    return web.json_response({"faults": {p: {"mode": m, "seconds": s} for p, (m, s) in FAULTS.items()}})
+
+
 async def stats(request):
     if request.query.get("reset"):
         STATS.reset()
@@ -300,6 +473,8 @@ def make_app(name):
     r.add_route("*", "/headers", set_headers)
     r.add_route("*", "/count", count)
     r.add_route("*", "/count/{tail:.*}", count)
+    r.add_route("*", "/cache/{tail:.*}", cacheable)
+    r.add_route("POST", "/control/fail", control_fail)
     r.add_route("GET", "/stats", stats)
     return app
 

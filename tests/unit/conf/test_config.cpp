@@ -810,4 +810,392 @@ TEST_CASE("did_you_mean") {
   CHECK(did_you_mean("anything", {}) == std::nullopt);
 }
 
+// ---------------------------------------------------------------------------
+// Response cache
+
+TEST_CASE("cache: the issue's route snippet parses, everything else defaulted") {
+  const Config config = parse_config(R"({
+    "listeners": [{"address": "127.0.0.1:8080"}],
+    "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+    "routes": [{"upstream": "app",
+                "cache": {"ttl": "60s", "prewarm": ["/hello", "/v1/items?page=1"]}}]})",
+                                     kFile);
+  REQUIRE(config.routes[0].cache.has_value());
+  const RouteCache& cache = *config.routes[0].cache;
+  CHECK(cache.enabled);
+  CHECK(cache.ttl == 60s);
+  CHECK(cache.prewarm == std::vector<std::string>{"/hello", "/v1/items?page=1"});
+  CHECK(cache.max_object_size == uint64_t{1} << 20);
+  CHECK(cache.key.query == QueryKeyMode::kKeep);
+  CHECK(cache.key.ignore_params.empty());
+  CHECK(cache.key.headers.empty());
+  CHECK_FALSE(cache.cache_set_cookie);
+  CHECK(cache.client_no_cache == ClientNoCache::kIgnore);
+  CHECK(cache.stale_while_revalidate == 0ms);
+  CHECK(cache.stale_if_error == 0ms);
+  CHECK(cache.refresh_at == doctest::Approx(0.8));
+  // No top-level "cache": the gateway-wide defaults.
+  CHECK(config.cache.memory == uint64_t{256} << 20);
+  CHECK(config.cache.lock_timeout == 5s);
+  CHECK(config.cache.prewarm_timeout == 10s);
+}
+
+TEST_CASE("cache: absent unless given; an empty object takes every default") {
+  CHECK_FALSE(parse_config(kMinimal, kFile).routes[0].cache.has_value());
+  const Config config =
+      parse_config(patched(R"([{"op": "add", "path": "/routes/0/cache", "value": {}}])"), kFile);
+  REQUIRE(config.routes[0].cache.has_value());
+  const RouteCache defaults;
+  const RouteCache& cache = *config.routes[0].cache;
+  CHECK(cache.enabled == defaults.enabled);
+  CHECK(cache.ttl == defaults.ttl);
+  CHECK(cache.prewarm.empty());
+  CHECK(cache.max_object_size == defaults.max_object_size);
+  CHECK(cache.refresh_at == defaults.refresh_at);
+}
+
+TEST_CASE("cache: every key is read into its field") {
+  const Config config = parse_config(R"({
+    "workers": 4,
+    "listeners": [{"address": "127.0.0.1:8080"}],
+    "cache": {"memory": "1GiB", "lock_timeout": "250ms", "prewarm_timeout": "10m"},
+    "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+    "routes": [
+      {"match": {"host": "api.example.com", "path_prefix": "/v1/", "methods": ["HEAD"]},
+       "upstream": "app",
+       "cache": {
+         "enabled": false,
+         "ttl": "5m",
+         "prewarm": ["/v1/", "/v1/items?page=1&sort=name"],
+         "max_object_size": "1GiB",
+         "key": {"query": "sort", "ignore_params": ["utm_source", "fbclid"],
+                 "headers": ["Accept-Language", "x-tenant"]},
+         "cache_set_cookie": true,
+         "client_no_cache": "revalidate",
+         "stale_while_revalidate": "30s",
+         "stale_if_error": "1h",
+         "refresh_at": 0.5
+       }},
+      {"upstream": "app", "cache": {"key": {"query": "drop"}, "ttl": "1s", "refresh_at": 0.95,
+                                    "max_object_size": 1, "stale_if_error": "0s"}},
+      {"match": {"path_prefix": "/k/"}, "upstream": "app", "cache": {"key": {"query": "keep"}}}
+    ]})",
+                                     kFile);
+  CHECK(config.cache.memory == uint64_t{1} << 30);
+  CHECK(config.cache.lock_timeout == 250ms);
+  CHECK(config.cache.prewarm_timeout == 10min);
+  REQUIRE(config.routes[0].cache.has_value());
+  const RouteCache& a = *config.routes[0].cache;
+  CHECK_FALSE(a.enabled);
+  CHECK(a.ttl == 5min);
+  CHECK(a.prewarm == std::vector<std::string>{"/v1/", "/v1/items?page=1&sort=name"});
+  CHECK(a.max_object_size == uint64_t{1} << 30);
+  CHECK(a.key.query == QueryKeyMode::kSort);
+  CHECK(a.key.ignore_params == std::vector<std::string>{"utm_source", "fbclid"});
+  CHECK(a.key.headers == std::vector<std::string>{"accept-language", "x-tenant"});
+  CHECK(a.cache_set_cookie);
+  CHECK(a.client_no_cache == ClientNoCache::kRevalidate);
+  CHECK(a.stale_while_revalidate == 30s);
+  CHECK(a.stale_if_error == 1h);
+  CHECK(a.refresh_at == doctest::Approx(0.5));
+  REQUIRE(config.routes[1].cache.has_value());
+  const RouteCache& b = *config.routes[1].cache;
+  CHECK(b.key.query == QueryKeyMode::kDrop);
+  CHECK(b.ttl == 1s);
+  CHECK(b.refresh_at == doctest::Approx(0.95));
+  CHECK(b.max_object_size == 1);
+  CHECK(b.stale_if_error == 0ms);
+  CHECK(config.routes[2].cache->key.query == QueryKeyMode::kKeep);
+}
+
+TEST_CASE("cache: memory shares and the smallest budgets that work") {
+  // 1MiB per worker is the floor: 2MiB for the two workers of kMinimal is enough.
+  const Config config = parse_config(
+      patched(R"([{"op": "add", "path": "/cache", "value": {"memory": "2MiB"}}])"), kFile);
+  CHECK(config.cache.memory == uint64_t{2} << 20);
+  const Config plain_bytes = parse_config(
+      patched(R"([{"op": "add", "path": "/cache", "value": {"memory": 4194304}}])"), kFile);
+  CHECK(plain_bytes.cache.memory == uint64_t{4} << 20);
+  // An empty object keeps the defaults.
+  const Config empty =
+      parse_config(patched(R"([{"op": "add", "path": "/cache", "value": {}}])"), kFile);
+  CHECK(empty.cache.memory == uint64_t{256} << 20);
+  // Methods: GET or HEAD is enough, in any case.
+  CHECK_NOTHROW((void)parse_config(patched(R"([
+      {"op": "add", "path": "/routes/0/match/methods", "value": ["post", "get"]},
+      {"op": "add", "path": "/routes/0/cache", "value": {}}])"),
+                                   kFile));
+}
+
+TEST_CASE("cache: unknown keys get a did-you-mean") {
+  run_patch_cases({
+      {"route cache", R"([{"op": "add", "path": "/routes/0/cache", "value": {"tll": "60s"}}])",
+       "/routes/0/cache/tll", "unknown key \"tll\" (did you mean \"ttl\"?)"},
+      {"route cache, longer",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarn": []}}])",
+       "/routes/0/cache/prewarn", "(did you mean \"prewarm\"?)"},
+      {"route cache, not close",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"zzzzzzzz": 1}}])",
+       "/routes/0/cache/zzzzzzzz", "(expected one of: \"enabled\", \"ttl\", \"prewarm\""},
+      {"key", R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"header": []}}}])",
+       "/routes/0/cache/key/header", "unknown key \"header\" (did you mean \"headers\"?)"},
+      {"global", R"([{"op": "add", "path": "/cache", "value": {"memroy": "1GiB"}}])",
+       "/cache/memroy", "unknown key \"memroy\" (did you mean \"memory\"?)"},
+      {"root", R"([{"op": "add", "path": "/cahce", "value": {}}])", "/cahce",
+       "(did you mean \"cache\"?)"},
+  });
+}
+
+TEST_CASE("cache: the global object") {
+  run_patch_cases({
+      {"type", R"([{"op": "add", "path": "/cache", "value": "256MiB"}])", "/cache",
+       "expected an object, got the string \"256MiB\""},
+      {"memory below 1MiB", R"([{"op": "add", "path": "/cache", "value": {"memory": "512KiB"}}])",
+       "/cache/memory", "must be at least 1MiB, got the string \"512KiB\""},
+      {"memory zero", R"([{"op": "add", "path": "/cache", "value": {"memory": 0}}])",
+       "/cache/memory", "must be at least 1MiB, got the number 0"},
+      {"memory bad size", R"([{"op": "add", "path": "/cache", "value": {"memory": "1TB"}}])",
+       "/cache/memory", "invalid size \"1TB\": unknown unit \"TB\""},
+      {"memory type", R"([{"op": "add", "path": "/cache", "value": {"memory": true}}])",
+       "/cache/memory", "expected a size such as \"64MiB\""},
+      {"memory per worker",
+       R"([{"op": "replace", "path": "/workers", "value": 4},
+           {"op": "add", "path": "/cache", "value": {"memory": "2MiB"}}])",
+       "/cache/memory",
+       "the memory is split between the 4 workers, so each would get 524288 bytes (512KiB), "
+       "less than the 1MiB a worker needs; raise it to at least 4194304 bytes (4MiB) or use "
+       "fewer workers"},
+      {"memory per worker, uneven",
+       R"([{"op": "replace", "path": "/workers", "value": 3},
+           {"op": "add", "path": "/cache", "value": {"memory": 3000000}}])",
+       "/cache/memory", "each would get 1000000 bytes, less than the 1MiB"},
+      {"lock_timeout zero", R"([{"op": "add", "path": "/cache", "value": {"lock_timeout": "0s"}}])",
+       "/cache/lock_timeout", "must be greater than zero, got \"0s\""},
+      {"lock_timeout too long",
+       R"([{"op": "add", "path": "/cache", "value": {"lock_timeout": "11m"}}])",
+       "/cache/lock_timeout", "must be at most 10m, got \"11m\""},
+      {"lock_timeout number", R"([{"op": "add", "path": "/cache", "value": {"lock_timeout": 5}}])",
+       "/cache/lock_timeout", "expected a duration string such as \"30s\", got the number 5"},
+      {"prewarm_timeout zero",
+       R"([{"op": "add", "path": "/cache", "value": {"prewarm_timeout": "0ms"}}])",
+       "/cache/prewarm_timeout", "must be greater than zero"},
+      {"prewarm_timeout too long",
+       R"([{"op": "add", "path": "/cache", "value": {"prewarm_timeout": "1h"}}])",
+       "/cache/prewarm_timeout", "must be at most 10m, got \"1h\""},
+      {"prewarm_timeout bad",
+       R"([{"op": "add", "path": "/cache", "value": {"prewarm_timeout": "10"}}])",
+       "/cache/prewarm_timeout", "invalid duration \"10\": missing unit"},
+  });
+}
+
+TEST_CASE("cache: route values") {
+  run_patch_cases({
+      {"type", R"([{"op": "add", "path": "/routes/0/cache", "value": true}])", "/routes/0/cache",
+       "expected an object, got true"},
+      {"enabled type", R"([{"op": "add", "path": "/routes/0/cache", "value": {"enabled": 1}}])",
+       "/routes/0/cache/enabled", "expected true or false, got the number 1"},
+      {"cache_set_cookie type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"cache_set_cookie": "yes"}}])",
+       "/routes/0/cache/cache_set_cookie", "expected true or false, got the string \"yes\""},
+      {"ttl below 1s", R"([{"op": "add", "path": "/routes/0/cache", "value": {"ttl": "999ms"}}])",
+       "/routes/0/cache/ttl", "must be at least 1s, got \"999ms\""},
+      {"ttl zero", R"([{"op": "add", "path": "/routes/0/cache", "value": {"ttl": "0s"}}])",
+       "/routes/0/cache/ttl", "must be at least 1s, got \"0s\""},
+      {"ttl number", R"([{"op": "add", "path": "/routes/0/cache", "value": {"ttl": 60}}])",
+       "/routes/0/cache/ttl", "expected a duration string such as \"30s\", got the number 60"},
+      {"ttl bad unit", R"([{"op": "add", "path": "/routes/0/cache", "value": {"ttl": "1d"}}])",
+       "/routes/0/cache/ttl", "invalid duration \"1d\": unknown unit \"d\""},
+      {"max_object_size zero",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"max_object_size": 0}}])",
+       "/routes/0/cache/max_object_size", "must be at least 1 byte, got the number 0"},
+      {"max_object_size too big",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"max_object_size": "2GiB"}}])",
+       "/routes/0/cache/max_object_size", "must be at most 1073741824 bytes, got the string"},
+      {"max_object_size bad",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"max_object_size": "1.5MiB"}}])",
+       "/routes/0/cache/max_object_size", "invalid size \"1.5MiB\""},
+      {"client_no_cache typo",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"client_no_cache": "revalidat"}}])",
+       "/routes/0/cache/client_no_cache",
+       "unknown client_no_cache mode \"revalidat\" (did you mean \"revalidate\"?)"},
+      {"client_no_cache unrelated",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"client_no_cache": "bypass"}}])",
+       "/routes/0/cache/client_no_cache",
+       "unknown client_no_cache mode \"bypass\" (expected one of: \"ignore\", \"revalidate\")"},
+      {"client_no_cache type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"client_no_cache": false}}])",
+       "/routes/0/cache/client_no_cache", "expected a string, got false"},
+      {"stale_while_revalidate negative",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"stale_while_revalidate": "-1s"}}])",
+       "/routes/0/cache/stale_while_revalidate", "invalid duration \"-1s\""},
+      {"stale_if_error number",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"stale_if_error": 0}}])",
+       "/routes/0/cache/stale_if_error", "expected a duration string"},
+      {"refresh_at too low",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"refresh_at": 0.49}}])",
+       "/routes/0/cache/refresh_at",
+       "expected a number between 0.5 and 0.95 (the fraction of a prewarmed entry's lifetime "
+       "after which it is refreshed), got the number 0.49"},
+      {"refresh_at too high",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"refresh_at": 0.96}}])",
+       "/routes/0/cache/refresh_at", "got the number 0.96"},
+      {"refresh_at one",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"refresh_at": 1}}])",
+       "/routes/0/cache/refresh_at", "between 0.5 and 0.95"},
+      {"refresh_at percent",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"refresh_at": 80}}])",
+       "/routes/0/cache/refresh_at", "got the number 80"},
+      {"refresh_at string",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"refresh_at": "0.8"}}])",
+       "/routes/0/cache/refresh_at", "got the string \"0.8\""},
+      {"methods without GET or HEAD",
+       R"([{"op": "add", "path": "/routes/0/match/methods", "value": ["POST", "put"]},
+           {"op": "add", "path": "/routes/0/cache", "value": {}}])",
+       "/routes/0/cache",
+       "a cached route must allow GET, but its match.methods is [\"POST\", \"PUT\"] "
+       "(add \"GET\" there or remove \"cache\")"},
+  });
+}
+
+TEST_CASE("cache: prewarm paths") {
+  run_patch_cases({
+      {"not an array",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": "/hello"}}])",
+       "/routes/0/cache/prewarm", "expected an array of paths such as [\"/\""},
+      {"element type", R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": [1]}}])",
+       "/routes/0/cache/prewarm/0", "expected a string, got the number 1"},
+      {"no leading slash",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/a", "hello"]}}])",
+       "/routes/0/cache/prewarm/1", "prewarm path \"hello\" must start with \"/\""},
+      {"empty", R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": [""]}}])",
+       "/routes/0/cache/prewarm/0", "prewarm path \"\" must start with \"/\""},
+      {"absolute URL",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"prewarm": ["http://example.com/"]}}])",
+       "/routes/0/cache/prewarm/0", "must start with \"/\""},
+      {"space", R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/a b"]}}])",
+       "/routes/0/cache/prewarm/0",
+       "prewarm path \"/a b\" must not contain spaces, control characters, '#' or non-ASCII"},
+      {"tab", R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/a\tb"]}}])",
+       "/routes/0/cache/prewarm/0", "prewarm path \"/a\\tb\" must not contain"},
+      {"control",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/\u0001"]}}])",
+       "/routes/0/cache/prewarm/0", "must not contain spaces, control characters"},
+      {"fragment",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/page#top"]}}])",
+       "/routes/0/cache/prewarm/0", "must not contain spaces, control characters, '#'"},
+      {"non-ASCII",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/café"]}}])",
+       "/routes/0/cache/prewarm/0", "(percent-encode them, as a client would)"},
+      {"outside the path_prefix",
+       R"([{"op": "replace", "path": "/routes/0/match/path_prefix", "value": "/v1/"},
+           {"op": "add", "path": "/routes/0/cache",
+            "value": {"prewarm": ["/v1/items", "/v2/items"]}}])",
+       "/routes/0/cache/prewarm/1",
+       "prewarm path \"/v2/items\" does not start with the route's path_prefix \"/v1/\", so this "
+       "route would not serve it"},
+      {"the prefix without its slash",
+       R"([{"op": "replace", "path": "/routes/0/match/path_prefix", "value": "/v1/"},
+           {"op": "add", "path": "/routes/0/cache", "value": {"prewarm": ["/v1?page=1"]}}])",
+       "/routes/0/cache/prewarm/0", "does not start with the route's path_prefix \"/v1/\""},
+      {"duplicate",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"prewarm": ["/a", "/b?x=1", "/a"]}}])",
+       "/routes/0/cache/prewarm/2",
+       "duplicate prewarm path \"/a\" (already at /routes/0/cache/prewarm/0)"},
+  });
+  SUBCASE("at most 8KiB each") {
+    json patch = json::parse(R"([{"op": "add", "path": "/routes/0/cache", "value": {}}])");
+    patch[0]["value"]["prewarm"] = json::array({"/" + std::string(8191, 'a')});
+    const std::string fits = json::parse(kMinimal).patch(patch).dump();
+    CHECK(parse_config(fits, kFile).routes[0].cache->prewarm[0].size() == 8192);
+    patch[0]["value"]["prewarm"] = json::array({"/" + std::string(8192, 'a')});
+    check_rejected(json::parse(kMinimal).patch(patch).dump(), "/routes/0/cache/prewarm/0",
+                   "a prewarm path may be at most 8KiB (8192 bytes), this one is 8193 bytes");
+  }
+  SUBCASE("at most 1000 paths") {
+    json patch = json::parse(R"([{"op": "add", "path": "/routes/0/cache", "value": {}}])");
+    json paths = json::array();
+    for (int i = 0; i < 1000; ++i) paths.push_back("/p" + std::to_string(i));
+    patch[0]["value"]["prewarm"] = paths;
+    const std::string fits = json::parse(kMinimal).patch(patch).dump();
+    CHECK(parse_config(fits, kFile).routes[0].cache->prewarm.size() == 1000);
+    patch[0]["value"]["prewarm"].push_back("/p1000");
+    check_rejected(json::parse(kMinimal).patch(patch).dump(), "/routes/0/cache/prewarm",
+                   "at most 1000 paths, got 1001");
+  }
+}
+
+TEST_CASE("cache: key") {
+  run_patch_cases({
+      {"type", R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": "sort"}}])",
+       "/routes/0/cache/key", "expected an object, got the string \"sort\""},
+      {"query typo",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"query": "srot"}}}])",
+       "/routes/0/cache/key/query", "unknown query mode \"srot\" (did you mean \"sort\"?)"},
+      {"query unrelated",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"query": "ignore"}}}])",
+       "/routes/0/cache/key/query",
+       "unknown query mode \"ignore\" (expected one of: \"keep\", \"sort\", \"drop\")"},
+      {"query type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"query": true}}}])",
+       "/routes/0/cache/key/query", "expected a string, got true"},
+      {"ignore_params type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"ignore_params": "a"}}}])",
+       "/routes/0/cache/key/ignore_params",
+       "expected an array of query parameter names, got the string \"a\""},
+      {"ignore_params element type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"ignore_params": [1]}}}])",
+       "/routes/0/cache/key/ignore_params/0", "expected a string, got the number 1"},
+      {"ignore_params empty name",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"key": {"ignore_params": ["a", ""]}}}])",
+       "/routes/0/cache/key/ignore_params/1", "a parameter name must not be empty"},
+      {"ignore_params with '='",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"key": {"ignore_params": ["utm=1"]}}}])",
+       "/routes/0/cache/key/ignore_params/0",
+       "invalid parameter name \"utm=1\": it may not contain '&', '=', '#', spaces or control "
+       "characters"},
+      {"ignore_params duplicate",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"key": {"ignore_params": ["a", "b", "b"]}}}])",
+       "/routes/0/cache/key/ignore_params/2",
+       "duplicate parameter name \"b\" (already at /routes/0/cache/key/ignore_params/1)"},
+      {"headers type",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"headers": {}}}}])",
+       "/routes/0/cache/key/headers", "expected an array of header names, got an object"},
+      {"header not a token",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"key": {"headers": ["Accept Language"]}}}])",
+       "/routes/0/cache/key/headers/0", "invalid header name \"Accept Language\""},
+      {"header with colon",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"headers": ["x-a:"]}}}])",
+       "/routes/0/cache/key/headers/0", "invalid header name \"x-a:\""},
+      {"header empty",
+       R"([{"op": "add", "path": "/routes/0/cache", "value": {"key": {"headers": [""]}}}])",
+       "/routes/0/cache/key/headers/0", "invalid header name \"\""},
+      {"host", R"([{"op": "add", "path": "/routes/0/cache",
+                    "value": {"key": {"headers": ["Accept", "Host"]}}}])",
+       "/routes/0/cache/key/headers/1",
+       "\"host\" is always part of the cache key; remove it from \"headers\""},
+      {"duplicate header, other case",
+       R"([{"op": "add", "path": "/routes/0/cache",
+            "value": {"key": {"headers": ["X-Tenant", "x-tenant"]}}}])",
+       "/routes/0/cache/key/headers/1",
+       "duplicate header \"x-tenant\" (already at /routes/0/cache/key/headers/0) (header names "
+       "are case-insensitive)"},
+  });
+}
+
+TEST_CASE("cache: errors name the right route") {
+  run_patch_cases({
+      {"second route",
+       R"([{"op": "add", "path": "/routes/-",
+            "value": {"match": {"path_prefix": "/b/"}, "upstream": "app",
+                      "cache": {"key": {"query": "sorted"}}}}])",
+       "/routes/1/cache/key/query", "unknown query mode \"sorted\" (did you mean \"sort\"?)"},
+  });
+}
+
 TEST_SUITE_END();
