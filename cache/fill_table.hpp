@@ -4,6 +4,7 @@
 #pragma once
 
 #include <list>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -11,8 +12,9 @@ namespace torii::cache {
 
 class FillWaiter {
  public:
-  // The fill of the key this waiter waited for ended (stored or not); the
-  // waiter is no longer registered.
+  // The fill of the key this waiter waited for ended (stored or not). The
+  // waiter is no longer registered: it must drop its ticket (assign {})
+  // without cancelling it.
   virtual void on_fill_done() = 0;
 
  protected:
@@ -20,6 +22,10 @@ class FillWaiter {
 };
 
 class FillTable {
+  struct Fill {
+    std::list<FillWaiter*> waiters;
+  };
+
  public:
   FillTable() = default;
   FillTable(const FillTable&) = delete;
@@ -28,12 +34,14 @@ class FillTable {
   // True: nobody fills `key`, the caller now does (and must call end()).
   bool begin(const std::string& key);
   bool in_flight(const std::string& key) const { return fills_.contains(key); }
-  // Registers a waiter for an in-flight fill (false if there is none).
+  // A waiter's place. It keeps its fill's waiter list alive, so cancelling
+  // stays safe while end() is waking the others.
   struct Ticket {
-    std::list<FillWaiter*>* list = nullptr;
+    std::shared_ptr<Fill> fill;
     std::list<FillWaiter*>::iterator it;
-    explicit operator bool() const { return list != nullptr; }
+    explicit operator bool() const { return fill != nullptr; }
   };
+  // Registers a waiter for an in-flight fill (false if there is none).
   bool wait(const std::string& key, FillWaiter* w, Ticket& ticket);
   // A waiter gives up (timeout, client gone).
   void cancel(Ticket& ticket);
@@ -42,7 +50,7 @@ class FillTable {
   size_t waiting() const;
 
  private:
-  std::unordered_map<std::string, std::list<FillWaiter*>> fills_;
+  std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;
 };
 
 }  // namespace torii::cache

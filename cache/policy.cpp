@@ -683,8 +683,9 @@ std::string vary_values(const http::MessageHead& req, const std::vector<std::str
 
 // --------------------------------------------------------------------- keys
 
-std::string make_cache_key(std::string_view scheme, std::string_view host, std::string_view target,
-                           const conf::CacheKeyConfig& key, const http::MessageHead& req) {
+void make_cache_key(std::string& out, std::string_view scheme, std::string_view host,
+                    std::string_view target, const conf::CacheKeyConfig& key,
+                    const http::MessageHead& req) {
   std::string_view path = target;
   std::string_view query;
   if (const size_t q = target.find('?'); q != std::string_view::npos) {
@@ -692,11 +693,10 @@ std::string make_cache_key(std::string_view scheme, std::string_view host, std::
     query = target.substr(q + 1);
   }
 
-  std::string out;
-  out.reserve(scheme.size() + host.size() + target.size() + 8);
+  out.clear();
   out += scheme;
   out += '\n';
-  out += to_lower(host);
+  for (char c : host) out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
   out += '\n';
   out += path;
   out += '\n';
@@ -744,6 +744,12 @@ std::string make_cache_key(std::string_view scheme, std::string_view host, std::
     out += '\n';
     append_field_part(out, req.headers, name, false);
   }
+}
+
+std::string make_cache_key(std::string_view scheme, std::string_view host, std::string_view target,
+                           const conf::CacheKeyConfig& key, const http::MessageHead& req) {
+  std::string out;
+  make_cache_key(out, scheme, host, target, key, req);
   return out;
 }
 

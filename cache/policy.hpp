@@ -122,6 +122,10 @@ std::string vary_values(const http::MessageHead& req, const std::vector<std::str
 // collide by concatenation.
 std::string make_cache_key(std::string_view scheme, std::string_view host, std::string_view target,
                            const conf::CacheKeyConfig& key, const http::MessageHead& req);
+// The same, written into `out` (cleared first; its capacity is reused).
+void make_cache_key(std::string& out, std::string_view scheme, std::string_view host,
+                    std::string_view target, const conf::CacheKeyConfig& key,
+                    const http::MessageHead& req);
 
 // Client "Cache-Control: no-cache", "max-age=0" or "Pragma: no-cache".
 bool client_wants_revalidation(const http::MessageHead& req);

@@ -12,11 +12,14 @@
 namespace torii::cache {
 
 struct StoredResponse {
-  // The head's status line and header lines (each ending in CRLF, without
-  // the blank line and without the per-response fields: Content-Length,
-  // Age, Cache-Status, Connection, X-Request-Id), then the body.
+  // The status line, the header lines (each ending in CRLF, without the
+  // per-response fields: Content-Length, Age, Cache-Status, Connection,
+  // X-Request-Id), the blank line, then the body. A hit sends the status
+  // line and the per-response fields as owned bytes and everything after
+  // the status line as one borrowed span.
   std::string bytes;
-  size_t head_size = 0;
+  size_t status_line_size = 0;  // including its CRLF
+  size_t head_size = 0;         // status line and header lines, without the blank line
   int status = 200;
   std::string key;     // primary key (see make_cache_key)
   std::string host;    // lower-cased request host, for purges
@@ -34,8 +37,26 @@ struct StoredResponse {
   bool no_stale = false;           // must-revalidate / s-maxage
   bool always_revalidate = false;  // origin said no-cache
 
+  // Lays out `bytes` from a head (status line and header lines) and a body.
+  void assign(std::string_view head_lines, std::string_view body_bytes) {
+    bytes.assign(head_lines);
+    head_size = bytes.size();
+    const size_t eol = bytes.find("\r\n");
+    status_line_size = eol == std::string::npos ? head_size : eol + 2;
+    bytes.append("\r\n");
+    bytes.append(body_bytes);
+  }
   std::string_view head() const { return std::string_view(bytes).substr(0, head_size); }
-  std::string_view body() const { return std::string_view(bytes).substr(head_size); }
+  std::string_view status_line() const {
+    return std::string_view(bytes).substr(0, status_line_size);
+  }
+  std::string_view body() const { return std::string_view(bytes).substr(head_size + 2); }
+  // Header lines, blank line and (optionally) the body: what follows the
+  // status line on the wire.
+  std::string_view after_status_line(bool with_body) const {
+    const size_t end = with_body ? bytes.size() : head_size + 2;
+    return std::string_view(bytes).substr(status_line_size, end - status_line_size);
+  }
   int64_t age_ms(int64_t now_ms) const {
     const int64_t resident = now_ms > response_time_ms ? now_ms - response_time_ms : 0;
     return initial_age_ms + resident;

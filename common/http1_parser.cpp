@@ -57,9 +57,9 @@ Http1Parser::Http1Parser(Kind kind, const ParserLimits& limits) : kind_(kind), l
 }
 
 void Http1Parser::release_storage() {
-  std::string().swap(storage_);
-  std::vector<PendingHeader>().swap(pending_);
-  HeaderList().swap(head_.headers);
+  if (storage_.capacity() > kKeptStorageBytes) std::string().swap(storage_);
+  if (pending_.capacity() > kKeptHeaders) std::vector<PendingHeader>().swap(pending_);
+  if (head_.headers.capacity() > kKeptHeaders) HeaderList().swap(head_.headers);
 }
 
 int Http1Parser::fail(Error e, std::string_view reason) {

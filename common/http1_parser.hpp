@@ -100,8 +100,12 @@ class Http1Parser {
   bool in_head() const { return phase_ == Phase::kHead; }
   bool in_body() const { return phase_ == Phase::kBody; }
   uint64_t body_bytes() const { return body_bytes_; }
-  // Frees the head storage (keeps idle keep-alive connections small).
+  // Frees the head storage when a large head grew it (keeps idle
+  // keep-alive connections small). Storage of ordinary size is kept: freeing
+  // and reallocating it on every request costs three malloc/free pairs.
   void release_storage();
+  static constexpr size_t kKeptStorageBytes = 2048;
+  static constexpr size_t kKeptHeaders = 32;
 
   // llhttp callbacks (public for the C trampoline table).
   int on_message_begin();

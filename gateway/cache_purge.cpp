@@ -28,6 +28,21 @@ bool valid_target(std::string_view t) {
                       [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
 }
 
+// Fields of a control message; a field of the wrong type counts as absent
+// (messages come from our own processes, but a bad one must not throw).
+std::string string_field(const nlohmann::json& doc, const char* key) {
+  auto it = doc.find(key);
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+uint64_t uint_field(const nlohmann::json& doc, const char* key) {
+  auto it = doc.find(key);
+  return it != doc.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+bool bool_field(const nlohmann::json& doc, const char* key) {
+  auto it = doc.find(key);
+  return it != doc.end() && it->is_boolean() && it->get<bool>();
+}
+
 }  // namespace
 
 bool parse_purge_request(std::string_view body, PurgeRequest& out, std::string& error) {
@@ -80,14 +95,13 @@ int check_admin_token(const http::MessageHead& head, std::string_view token) {
 std::string handle_purge_message(const std::string& message,
                                  const std::function<size_t(const PurgeRequest&)>& purge) {
   nlohmann::json doc = nlohmann::json::parse(message, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object() || doc.value("op", "") != "purge") return {};
+  if (doc.is_discarded() || !doc.is_object() || string_field(doc, "op") != "purge") return {};
   PurgeRequest req;
-  req.host = doc.value("host", "");
-  req.target = doc.value("target", "");
-  req.prefix = doc.value("prefix", false);
+  req.host = string_field(doc, "host");
+  req.target = string_field(doc, "target");
+  req.prefix = bool_field(doc, "prefix");
   const size_t n = purge(req);
-  return nlohmann::json{{"op", "purged"}, {"id", doc.value("id", uint64_t{0})}, {"count", n}}
-      .dump();
+  return nlohmann::json{{"op", "purged"}, {"id", uint_field(doc, "id")}, {"count", n}}.dump();
 }
 
 PurgeCoordinator::PurgeCoordinator(uv_loop_t* loop) : loop_(loop) {
@@ -123,15 +137,15 @@ void PurgeCoordinator::start(const PurgeRequest& req, const std::vector<ControlC
 
 void PurgeCoordinator::on_message(ControlChannel* from, const std::string& message) {
   nlohmann::json doc = nlohmann::json::parse(message, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object() || doc.value("op", "") != "purged") return;
-  const uint64_t id = doc.value("id", uint64_t{0});
+  if (doc.is_discarded() || !doc.is_object() || string_field(doc, "op") != "purged") return;
+  const uint64_t id = uint_field(doc, "id");
   for (auto it = pending_.begin(); it != pending_.end(); ++it) {
     if (it->id != id) continue;
     auto w = std::find(it->waiting.begin(), it->waiting.end(), from);
     if (w == it->waiting.end()) return;
     it->waiting.erase(w);
     it->workers += 1;
-    it->purged += doc.value("count", uint64_t{0});
+    it->purged += uint_field(doc, "count");
     if (it->waiting.empty()) finish(it, false);
     return;
   }

@@ -398,8 +398,9 @@ void ClientConnection::on_response_complete() {
   upstream_ns_ = uv_hrtime() - upstream_start_ns_;
   if (cache_.refreshed != nullptr) {
     const cache::ResponsePtr r = cache_.refreshed;
-    serve_cached(r, cache_status_value("stale", 304, false, 0, true, false, ""),
-                 metrics::CacheResult::kRevalidated);
+    cache_.status_value.clear();
+    append_cache_status(cache_.status_value, "stale", 304, false, 0, true, false, "");
+    serve_cached(r, cache_.status_value, metrics::CacheResult::kRevalidated);
     return;
   }
   if (cache_.stale_on_error) {

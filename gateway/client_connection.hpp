@@ -97,6 +97,7 @@ class ClientConnection final : public upstream::ExchangeSink,
     ResponseCapture capture;
     std::string request_lines;  // extra upstream request header lines
     std::string status_line;    // "Cache-Status: ...\r\n" for a relayed response
+    std::string status_value;   // Cache-Status value of an answer from the cache
   };
 
   void start();
@@ -113,7 +114,7 @@ class ClientConnection final : public upstream::ExchangeSink,
   // True when the cache answered (or the request now waits for a fill).
   bool lookup_cache(const RouteCache& route, const std::string& host);
   // Answers from a stored response (a 304 when the client's conditionals match).
-  void serve_cached(const cache::ResponsePtr& r, const std::string& cache_status,
+  void serve_cached(const cache::ResponsePtr& r, std::string_view cache_status,
                     metrics::CacheResult result);
   void serve_stale_on_error();
   // Handles a response head for the cache; true when it is not relayed.

@@ -15,6 +15,15 @@ bool has_conditionals(const http::MessageHead& head) {
   return !head.get("if-none-match").empty() || !head.get("if-modified-since").empty();
 }
 
+// Fills `buf` with a Cache-Status value (reusing its capacity: no allocation per hit).
+const std::string& status_into(std::string& buf, std::string_view fwd, int fwd_status,
+                               bool with_ttl, int64_t ttl_s, bool stored, bool collapsed,
+                               std::string_view detail) {
+  buf.clear();
+  append_cache_status(buf, fwd, fwd_status, with_ttl, ttl_s, stored, collapsed, detail);
+  return buf;
+}
+
 // Whole seconds, rounded towards minus infinity (a stale entry shows ttl=-1
 // from its first stale millisecond).
 int64_t floor_seconds(int64_t ms) { return ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000); }
@@ -31,7 +40,7 @@ bool ClientConnection::lookup_cache(const RouteCache& route, const std::string& 
     cache_.status_line = "Cache-Status: torii; fwd=method\r\n";
     return false;
   }
-  cache_.key = cache::make_cache_key("http", host, head.target, route.config->key, head);
+  cache::make_cache_key(cache_.key, "http", host, head.target, route.config->key, head);
   cache_.host = host;
   const int64_t now = wc.now_ms();
   cache_.request_time_ms = now;
@@ -46,14 +55,15 @@ bool ClientConnection::lookup_cache(const RouteCache& route, const std::string& 
   if (const cache::ResponsePtr& r = found.response) {
     const int64_t ttl_s = floor_seconds(r->ttl_ms(now));
     if (r->fresh(now)) {
-      serve_cached(r, cache_status_value("", 0, true, ttl_s, false, false, ""),
+      serve_cached(r, status_into(cache_.status_value, "", 0, true, ttl_s, false, false, ""),
                    metrics::CacheResult::kHit);
       return true;
     }
     if (r->within_swr(now)) {
       wc.revalidate_in_background(route_index_, r, head);
       serve_cached(r,
-                   cache_status_value("", 0, true, ttl_s, false, false, "stale-while-revalidate"),
+                   status_into(cache_.status_value, "", 0, true, ttl_s, false, false,
+                               "stale-while-revalidate"),
                    metrics::CacheResult::kStale);
       return true;
     }
@@ -93,7 +103,8 @@ void ClientConnection::on_fill_done() {
   const int64_t now = wc.now_ms();
   const cache::Store::Found found = wc.store().find(cache_.key, parser_.head());
   if (found.response && found.response->fresh(now)) {
-    serve_cached(found.response, cache_status_value("miss", 0, false, 0, false, true, ""),
+    serve_cached(found.response,
+                 status_into(cache_.status_value, "miss", 0, false, 0, false, true, ""),
                  metrics::CacheResult::kCollapsed);
     return;
   }
@@ -113,25 +124,29 @@ void ClientConnection::release_cache_fill() {
   }
 }
 
-void ClientConnection::serve_cached(const cache::ResponsePtr& r, const std::string& cache_status,
+void ClientConnection::serve_cached(const cache::ResponsePtr& r, std::string_view cache_status,
                                     metrics::CacheResult result) {
   const http::MessageHead& head = parser_.head();
   const int64_t now = worker_.cache().now_ms();
   request_complete_ = true;
   cache_.result = result;
   const bool close_after = draining_ || read_eof_ || worker_.draining() || !head.keep_alive;
-  HitHeadContext ctx{request_id_, cache_status, r->age_ms(now) / 1000, close_after,
-                     head.is_http10() && head.keep_alive};
+  HitHeadContext ctx{request_id_,
+                     cache_status,
+                     r->age_ms(now) / 1000,
+                     close_after,
+                     head.is_http10() && head.keep_alive,
+                     &worker_.config().routes[route_index_].response_headers};
   WriteBatch& b = out();
   if (r->status == 200 && has_conditionals(head) &&
       cache::not_modified(head, r->etag, r->last_modified)) {
     append_not_modified_head(*r, ctx, b.owned());
     status_ = 304;
   } else {
-    // The stored head and body go out as spans of the shared response: no copy.
-    b.append_shared(r, r->head());
-    append_hit_tail(*r, ctx, b.owned());
-    if (head.method != "HEAD") b.append_shared(r, r->body());
+    // Status line and per-response fields are written here; the stored
+    // fields and body go out as one span of the shared response (no copy).
+    append_hit_start(*r, ctx, b.owned());
+    b.append_shared(r, r->after_status_line(head.method != "HEAD"));
     status_ = r->status;
   }
   record_exchange();
@@ -148,8 +163,8 @@ void ClientConnection::serve_stale_on_error() {
       .kv("request_id", request_id_)
       .kv("origin_status", cache_.origin_status);
   serve_cached(r,
-               cache_status_value("stale", cache_.origin_status, true, ttl_s, false, false,
-                                  "stale-if-error"),
+               status_into(cache_.status_value, "stale", cache_.origin_status, true, ttl_s, false,
+                           false, "stale-if-error"),
                metrics::CacheResult::kStale);
 }
 
@@ -187,8 +202,7 @@ bool ClientConnection::cache_response_head(const http::MessageHead& head) {
   }
   const int fwd_status = cache_.fwd == "stale" ? head.status : 0;
   cache_.status_line = "Cache-Status: ";
-  cache_.status_line.append(
-      cache_status_value(cache_.fwd, fwd_status, false, 0, stored, false, detail));
+  append_cache_status(cache_.status_line, cache_.fwd, fwd_status, false, 0, stored, false, detail);
   cache_.status_line.append("\r\n");
   return false;
 }

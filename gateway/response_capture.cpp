@@ -10,10 +10,12 @@ cache::StoreDecision ResponseCapture::start(const CaptureRequest& req,
   cache::StoreDecision d = cache::decide_store(*req.head, resp, policy, now_ms);
   if (!d.storable) return d;
   auto r = std::make_unique<cache::StoredResponse>();
-  build_stored_response_head(resp, ctx, cache::format_http_date(now_ms / 1000), r->bytes);
-  r->head_size = r->bytes.size();
-  if (resp.framing == http::BodyFraming::kContentLength)
-    r->bytes.reserve(r->head_size + resp.content_length);
+  std::string head;
+  build_stored_response_head(resp, ctx, cache::format_http_date(now_ms / 1000), head);
+  if (resp.framing == http::BodyFraming::kContentLength) {
+    r->bytes.reserve(head.size() + 2 + resp.content_length);
+  }
+  r->assign(head, {});
   r->status = resp.status;
   r->key = req.key;
   r->host = req.host;
@@ -37,7 +39,7 @@ cache::StoreDecision ResponseCapture::start(const CaptureRequest& req,
 void ResponseCapture::add(const std::vector<std::string_view>& spans) {
   if (!building_) return;
   for (std::string_view s : spans) {
-    if (building_->bytes.size() - building_->head_size + s.size() > max_body_) {
+    if (building_->body().size() + s.size() > max_body_) {
       building_.reset();
       too_large_ = true;
       return;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <csignal>
 #include <cstring>
 
@@ -57,12 +58,25 @@ Worker::~Worker() {
 }
 
 void Worker::next_request_id(char out[33]) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t a = splitmix64(rng_[0]);
-  uint64_t b = splitmix64(rng_[1]);
-  for (int i = 0; i < 16; ++i) {
-    out[i] = kHex[(a >> (i * 4)) & 0xf];
-    out[16 + i] = kHex[(b >> (i * 4)) & 0xf];
+  // Two hex digits per table lookup: this runs for every request.
+  static constexpr auto kHexPairs = [] {
+    std::array<char, 512> t{};
+    constexpr char kHex[] = "0123456789abcdef";
+    for (size_t i = 0; i < 256; ++i) {
+      t[2 * i] = kHex[i >> 4];
+      t[2 * i + 1] = kHex[i & 15];
+    }
+    return t;
+  }();
+  const uint64_t halves[2] = {splitmix64(rng_[0]), splitmix64(rng_[1])};
+  char* p = out;
+  for (uint64_t v : halves) {
+    for (int i = 0; i < 8; ++i) {
+      const size_t byte = (v >> (i * 8)) & 0xff;
+      p[0] = kHexPairs[2 * byte];
+      p[1] = kHexPairs[2 * byte + 1];
+      p += 2;
+    }
   }
   out[32] = '\0';
 }
