@@ -11,9 +11,11 @@
 #   processes  bench_start, bench_stop, bench_alive, bench_install_traps,
 #              bench_cleanup, bench_wait_port, bench_port_free, bench_pick_port
 #   CPU        bench_tree_pids, bench_tree_cpu_ticks, bench_clk_tck,
-#              bench_core_snapshot, bench_core_pct, bench_children_cpu_s,
-#              bench_wait_quiet
+#              bench_tree_cpu_split_ticks, bench_core_snapshot,
+#              bench_core_pct, bench_children_cpu_s, bench_wait_quiet
 #   wrk        bench_wrk, bench_wrk_parse, bench_wrk_field
+#   runs       bench_measure_run (one measured wrk run, with CPU and checks),
+#              bench_run_fields, BENCH_RUN_COLUMNS, bench_run_rounds
 #   numbers    bench_median, bench_ratio, bench_calc
 #   callgrind  bench_callgrind_worker_ir
 #   misc       bench_log, bench_warn, bench_die, bench_require, bench_render,
@@ -217,7 +219,8 @@ bench_clk_tck() { getconf CLK_TCK; }
 
 # _bench_proc_walk ROOT MODE: one pass over /proc/*/stat; MODE "pids" prints
 # the PIDs of the tree rooted at ROOT (root first), MODE "ticks" prints the
-# summed utime+stime+cutime+cstime of that tree in clock ticks. cutime+cstime
+# summed utime+stime+cutime+cstime of that tree in clock ticks, MODE "split"
+# prints "USER SYSTEM": utime+cutime and stime+cstime, summed. cutime+cstime
 # (children that were already reaped) keep the CPU of a worker that died and
 # was respawned during a measurement inside the total.
 _bench_proc_walk() {
@@ -232,19 +235,22 @@ _bench_proc_walk() {
       if (n < 15) next
       # rest: 1 state, 2 ppid, ..., 12 utime, 13 stime, 14 cutime, 15 cstime
       cpu[pid] = f[12] + f[13] + f[14] + f[15]
+      usr[pid] = f[12] + f[14]
+      sys[pid] = f[13] + f[15]
       kids[f[2]] = kids[f[2]] " " pid
     }
     END {
-      if (!(root in cpu)) { if (mode == "ticks") print 0; exit }
-      q[n = 1] = root; seen[root] = 1; total = 0
+      if (!(root in cpu)) { if (mode == "ticks") print 0; else if (mode == "split") print "0 0"; exit }
+      q[n = 1] = root; seen[root] = 1; total = tu = ts = 0
       for (i = 1; i <= n; i++) {
         p = q[i]
-        total += cpu[p]
+        total += cpu[p]; tu += usr[p]; ts += sys[p]
         if (mode == "pids") print p
         m = split(kids[p], k, " ")
         for (j = 1; j <= m; j++) if (!(k[j] in seen)) { seen[k[j]] = 1; q[++n] = k[j] }
       }
       if (mode == "ticks") print total
+      else if (mode == "split") printf "%d %d\n", tu, ts
     }'
 }
 
@@ -431,12 +437,165 @@ bench_machine_info() {
 # bench_tree_cpu_split_ticks ROOT: "USER SYSTEM" CPU time (clock ticks) of the
 # process tree rooted at ROOT, all threads: utime+cutime and stime+cstime
 # summed over ROOT and its descendants. Their sum is bench_tree_cpu_ticks.
-bench_tree_cpu_split_ticks() {
-  local p
-  local -a split_pids
-  mapfile -t split_pids < <(bench_tree_pids "$1")
-  for p in "${split_pids[@]}"; do cat "/proc/$p/stat" 2>/dev/null; done | awk '
-    { rest = $0; sub(/^.*\) /, "", rest); n = split(rest, f, " ")
-      if (n >= 15) { u += f[12] + f[14]; s += f[13] + f[15] } }
-    END { printf "%d %d\n", u, s }'
+bench_tree_cpu_split_ticks() { _bench_proc_walk "$1" split; }
+
+# ---------------------------------------------------------------- measured runs
+# The measured-run body shared by proxy_bench.sh, observability_bench.sh and
+# cache_bench.sh: one wrk run against one server, with the CPU of its process
+# tree, of the origin, of wrk and of everything else, and the checks.
+
+# The columns bench_run_fields prints, tab-separated, in order (a runs.tsv
+# holds "NAME<TAB>ROUND<TAB>" before them, and may add its own after them).
+# shellcheck disable=SC2034 # read by the scripts
+BENCH_RUN_COLUMNS=$'rps\trequests\tduration_s\tp50_us\tp99_us\tlat_avg_us\tcpu_s\tcpu_us_per_req\tproxy_cpu_pct\torigin_cpu_us_per_req\tcore_proxy_busy_pct\tcore_load_busy_pct\tsteal_pct\tsoftirq_proxy_core_pct\twrk_cpu_pct\tother_cpu_pct\tnoisy\tsocket_errors\tnon2xx3xx\ttree_changed'
+
+# bench_measure_run NAME ROUND DURATION URL ROOT_PID [LOG_FILE]: one wrk run
+# (`wrk -t$THREADS -c$CONNECTIONS -d DURATION --latency URL`, pinned to
+# LOAD_CPU, raw output in $WORK/wrk/NAME-ROUND.txt) against the server whose
+# process tree is rooted at ROOT_PID, measured as bench/README.md describes.
+# First waits for a quiet machine (QUIET_MAX_PCT, QUIET_WAIT; 0 = no wait).
+#
+# Reads: WORK THREADS CONNECTIONS LOAD_CPU PROXY_CPU CLK_TCK NOISY_PCT
+#   QUIET_MAX_PCT QUIET_WAIT, ORIGIN_PID (optional: the origin's tree, counted
+#   apart from "other" CPU), BENCH_TREE_MAY_EXIT (optional: PIDs of the
+#   server's tree that may exit during the run without it counting as a
+#   change, e.g. nginx's cache loader).
+# Sets: BR_RPS BR_REQ BR_DUR_S BR_P50 BR_P99 BR_AVG (us) BR_CPU_S BR_CPU_US
+#   BR_USER_US BR_SYS_US (CPU us/request, all and split) BR_UTIL BR_ORIGIN_US
+#   BR_CORE_P BR_CORE_L BR_STEAL BR_SIRQ BR_WRK_PCT BR_OTHER BR_NOISY BR_ERRS
+#   BR_NON BR_CHANGED BR_WALL, LAST_NOISY (= BR_NOISY); on a problem (wrk
+#   failed, socket errors, non-2xx/3xx, tree changed, server died) appends to
+#   PROBLEMS, sets FAILED=1 and warns (LOG_FILE's tail if the server died).
+# Returns 1 (nothing measured) if the server was dead before the run.
+# shellcheck disable=SC2034 # BR_*, FAILED: read by the caller
+bench_measure_run() {
+  local name=$1 round=$2 dur=$3 url=$4 root=$5 log=${6:-}
+  local out="$WORK/wrk/$name-$round.txt"
+  if ! bench_alive "$root"; then
+    PROBLEMS+=("$name died before round $round")
+    FAILED=1
+    return 1
+  fi
+  local tree_before tree_after u0 u1 t0 t1 o0=0 o1=0 c0 c1 w0 w1 e0 e1 q rc=0 p
+  if ((QUIET_MAX_PCT > 0)); then
+    if ! q=$(bench_wait_quiet "$QUIET_MAX_PCT" "$QUIET_WAIT"); then
+      bench_warn "machine still busy (${q}% of a core) after ${QUIET_WAIT}s of waiting; running $name round $round anyway"
+    fi
+  fi
+  tree_before=$(bench_tree_pids "$root" | sort | tr '\n' ' ')
+  e0=$EPOCHREALTIME
+  c0=$(bench_core_snapshot)
+  u0=$(bench_tree_cpu_split_ticks "$root")
+  [ -n "${ORIGIN_PID:-}" ] && o0=$(bench_tree_cpu_ticks "$ORIGIN_PID")
+  bench_children_cpu_s "$WORK/.times"
+  w0=$BENCH_CHILDREN_CPU_S
+  bench_wrk "$out" "$LOAD_CPU" -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --latency "$url" || rc=$?
+  bench_children_cpu_s "$WORK/.times"
+  w1=$BENCH_CHILDREN_CPU_S
+  u1=$(bench_tree_cpu_split_ticks "$root")
+  [ -n "${ORIGIN_PID:-}" ] && o1=$(bench_tree_cpu_ticks "$ORIGIN_PID")
+  c1=$(bench_core_snapshot)
+  e1=$EPOCHREALTIME
+  tree_after=$(bench_tree_pids "$root" | sort | tr '\n' ' ')
+  t0=$((${u0% *} + ${u0#* }))
+  t1=$((${u1% *} + ${u1#* }))
+  if ((rc != 0)); then
+    PROBLEMS+=("$name round $round: wrk exited with status $rc")
+    FAILED=1
+    cat "$out" >&2
+  fi
+  local parsed
+  parsed=$(bench_wrk_parse "$out")
+  BR_REQ=$(bench_wrk_field "$parsed" requests)
+  BR_DUR_S=$(bench_wrk_field "$parsed" duration_s)
+  BR_RPS=$(bench_wrk_field "$parsed" rps)
+  BR_P50=$(bench_wrk_field "$parsed" p50_us)
+  BR_P99=$(bench_wrk_field "$parsed" p99_us)
+  BR_AVG=$(bench_wrk_field "$parsed" lat_avg_us)
+  BR_ERRS=$(awk -F= '/^err_/ { s += $2 } END { print s + 0 }' <<<"$parsed")
+  BR_NON=$(bench_wrk_field "$parsed" non2xx3xx)
+  BR_WALL=$(bench_calc "$e1 - $e0") # the measured window: a little longer than wrk's -d
+  BR_CPU_S=$(bench_calc "($t1 - $t0) / $CLK_TCK")
+  BR_CPU_US=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$BR_REQ" 'BEGIN { if (n + 0 > 0) printf "%.2f\n", d * 1e6 / hz / n; else print "nan" }')
+  read -r BR_USER_US BR_SYS_US < <(awk -v a="$u0" -v b="$u1" -v hz="$CLK_TCK" -v n="$BR_REQ" 'BEGIN {
+      split(a, x, " "); split(b, y, " ")
+      if (n + 0 > 0) printf "%.2f %.2f\n", (y[1] - x[1]) * 1e6 / hz / n, (y[2] - x[2]) * 1e6 / hz / n; else print "nan nan" }')
+  if [ -n "${ORIGIN_PID:-}" ]; then
+    BR_ORIGIN_US=$(awk -v d="$((o1 - o0))" -v hz="$CLK_TCK" -v n="$BR_REQ" 'BEGIN { if (n + 0 > 0) printf "%.2f\n", d * 1e6 / hz / n; else print "nan" }')
+  else
+    BR_ORIGIN_US=nan
+  fi
+  BR_UTIL=$(awk -v c="$BR_CPU_S" -v t="$BR_WALL" 'BEGIN { if (t + 0 > 0) printf "%.1f\n", 100 * c / t; else print "nan" }')
+  BR_CORE_P=$(bench_core_busy_pct "$c0" "$c1" "cpu$PROXY_CPU")
+  BR_CORE_L=$(bench_core_busy_pct "$c0" "$c1" "cpu$LOAD_CPU")
+  BR_STEAL=$(bench_calc "($(bench_core_pct "$c0" "$c1" "cpu$PROXY_CPU" steal) + $(bench_core_pct "$c0" "$c1" "cpu$LOAD_CPU" steal)) / 2")
+  BR_SIRQ=$(bench_core_pct "$c0" "$c1" "cpu$PROXY_CPU" softirq)
+  BR_WRK_PCT=$(awk -v a="$w0" -v b="$w1" -v t="$BR_WALL" 'BEGIN { if (t + 0 > 0) printf "%.1f\n", 100 * (b - a) / t; else print "nan" }')
+  # CPU of everything else: all cores' busy time less what the server, the
+  # origin and wrk used. (Tick-based accounting charges softirq time to the
+  # task it interrupted, so that is in "ours" already.)
+  BR_OTHER=$(awk -v before="$c0" -v after="$c1" -v hz="$CLK_TCK" -v t="$BR_WALL" \
+    -v ours="$(bench_calc "$BR_CPU_S + ($o1 - $o0) / $CLK_TCK + $w1 - $w0")" 'BEGIN {
+      n = split(before, b, "\n"); for (i = 1; i <= n; i++) { split(b[i], f, " "); x -= f[2] }
+      n = split(after, a, "\n"); for (i = 1; i <= n; i++) { split(a[i], f, " "); x += f[2] }
+      if (t + 0 <= 0) { print "nan"; exit }
+      v = 100 * (x / hz - ours) / t; if (v < 0) v = 0; printf "%.1f\n", v }')
+  BR_NOISY=no
+  awk -v o="$BR_OTHER" -v m="$NOISY_PCT" 'BEGIN { exit !(o != "nan" && o + 0 > m + 0) }' && BR_NOISY=yes
+  LAST_NOISY=$BR_NOISY
+  # Processes allowed to exit (BENCH_TREE_MAY_EXIT) are left out of both lists.
+  for p in ${BENCH_TREE_MAY_EXIT:-}; do
+    tree_before=${tree_before/#"$p "/}
+    tree_before=${tree_before// "$p "/ }
+    tree_after=${tree_after/#"$p "/}
+    tree_after=${tree_after// "$p "/ }
+  done
+  BR_CHANGED=no
+  [ "$tree_before" = "$tree_after" ] || BR_CHANGED=yes
+
+  if [ "$BR_ERRS" != 0 ] || [ "$BR_NON" != 0 ]; then
+    PROBLEMS+=("$name round $round: $BR_ERRS socket errors, $BR_NON non-2xx/3xx responses")
+    FAILED=1
+    bench_warn "$name round $round: wrk reported errors:"
+    grep -E 'Socket errors|Non-2xx' "$out" >&2 || true
+  fi
+  if [ "$BR_CHANGED" = yes ]; then
+    PROBLEMS+=("$name round $round: process tree changed ($tree_before-> $tree_after): a process died or was respawned")
+    FAILED=1
+    bench_warn "$name round $round: process tree changed: before [$tree_before] after [$tree_after]"
+  fi
+  if ! bench_alive "$root"; then
+    PROBLEMS+=("$name died during round $round")
+    FAILED=1
+    bench_warn "$name DIED during round $round; last lines of its log:"
+    [ -n "$log" ] && { tail -n 40 "$log" >&2 || true; }
+  fi
+  return 0
+}
+
+# bench_run_fields: the values of the last bench_measure_run, tab-separated,
+# in the order of BENCH_RUN_COLUMNS (no newline).
+bench_run_fields() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' \
+    "$BR_RPS" "$BR_REQ" "$BR_DUR_S" "$BR_P50" "$BR_P99" "$BR_AVG" "$BR_CPU_S" "$BR_CPU_US" "$BR_UTIL" \
+    "$BR_ORIGIN_US" "$BR_CORE_P" "$BR_CORE_L" "$BR_STEAL" "$BR_SIRQ" "$BR_WRK_PCT" "$BR_OTHER" "$BR_NOISY" \
+    "$BR_ERRS" "$BR_NON" "$BR_CHANGED"
+}
+
+# bench_run_rounds RUN_FN ROUNDS DURATION NAME...: ROUNDS interleaved rounds;
+# in each, `RUN_FN NAME ROUND DURATION` for every NAME in order. A run after
+# which LAST_NOISY is "yes" is repeated, up to NOISY_RETRIES (default 0) times.
+bench_run_rounds() {
+  local fn=$1 rounds=$2 dur=$3 r name attempt
+  shift 3
+  for ((r = 1; r <= rounds; r++)); do
+    for name in "$@"; do
+      for ((attempt = 0; ; attempt++)); do
+        LAST_NOISY=no
+        "$fn" "$name" "$r" "$dur" || true
+        if [ "$LAST_NOISY" != yes ] || ((attempt >= ${NOISY_RETRIES:-0})); then break; fi
+        bench_log "round $r $name was noisy: running it again"
+      done
+    done
+  done
 }

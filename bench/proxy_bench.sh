@@ -212,104 +212,21 @@ bench_log "tree of nginx: $(bench_tree_pids "$NGINX_PID" | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- runs
 URL_OF() { echo "http://127.0.0.1:${PORT_OF[$1]}/"; }
-printf 'proxy\tround\trps\trequests\tduration_s\tp50_us\tp99_us\tlat_avg_us\tcpu_s\tcpu_us_per_req\tproxy_cpu_pct\torigin_cpu_us_per_req\tcore_proxy_busy_pct\tcore_load_busy_pct\tsteal_pct\tsoftirq_proxy_core_pct\twrk_cpu_pct\tother_cpu_pct\tnoisy\tsocket_errors\tnon2xx3xx\ttree_changed\n' >"$RUNS"
+printf 'proxy\tround\t%s\n' "$BENCH_RUN_COLUMNS" >"$RUNS"
 FAILED=0
 
-# run_one PROXY ROUND DURATION: one wrk run against PROXY; ROUND "warmup" is not recorded.
+# run_one PROXY ROUND DURATION: one wrk run against PROXY (bench_measure_run);
+# ROUND "warmup" is not recorded.
 run_one() {
-  local proxy=$1 round=$2 dur=$3 root=${PID_OF[$1]}
-  local out="$WORK/wrk/$proxy-$round.txt"
-  if ! bench_alive "$root"; then
-    PROBLEMS+=("$proxy died before round $round")
-    FAILED=1
-    return 1
-  fi
-  local tree_before tree_after t0 t1 o0 o1 c0 c1 w0 w1 e0 e1 q rc=0
-  if ((QUIET_MAX_PCT > 0)); then
-    if ! q=$(bench_wait_quiet "$QUIET_MAX_PCT" "$QUIET_WAIT"); then
-      bench_warn "machine still busy (${q}% of a core) after ${QUIET_WAIT}s of waiting; running $proxy round $round anyway"
-    fi
-  fi
-  tree_before=$(bench_tree_pids "$root" | sort | tr '\n' ' ')
-  e0=$EPOCHREALTIME
-  c0=$(bench_core_snapshot)
-  t0=$(bench_tree_cpu_ticks "$root")
-  o0=$(bench_tree_cpu_ticks "$ORIGIN_PID")
-  bench_children_cpu_s "$WORK/.times"
-  w0=$BENCH_CHILDREN_CPU_S
-  bench_wrk "$out" "$LOAD_CPU" -t"$THREADS" -c"$CONNECTIONS" -d"$dur" --latency "$(URL_OF "$proxy")" || rc=$?
-  bench_children_cpu_s "$WORK/.times"
-  w1=$BENCH_CHILDREN_CPU_S
-  t1=$(bench_tree_cpu_ticks "$root")
-  o1=$(bench_tree_cpu_ticks "$ORIGIN_PID")
-  c1=$(bench_core_snapshot)
-  e1=$EPOCHREALTIME
-  tree_after=$(bench_tree_pids "$root" | sort | tr '\n' ' ')
-  if ((rc != 0)); then
-    PROBLEMS+=("$proxy round $round: wrk exited with status $rc")
-    FAILED=1
-    cat "$out" >&2
-  fi
-  local parsed req dur_s rps p50 p99 avg errs non
-  parsed=$(bench_wrk_parse "$out")
-  req=$(bench_wrk_field "$parsed" requests)
-  dur_s=$(bench_wrk_field "$parsed" duration_s)
-  rps=$(bench_wrk_field "$parsed" rps)
-  p50=$(bench_wrk_field "$parsed" p50_us)
-  p99=$(bench_wrk_field "$parsed" p99_us)
-  avg=$(bench_wrk_field "$parsed" lat_avg_us)
-  errs=$(awk -F= '/^err_/ { s += $2 } END { print s + 0 }' <<<"$parsed")
-  non=$(bench_wrk_field "$parsed" non2xx3xx)
-  local cpu_s cpu_us origin_us util core_p core_l steal sirq wrk_pct other wall noisy=no changed=no
-  wall=$(bench_calc "$e1 - $e0") # the measured window: a little longer than wrk's -d
-  cpu_s=$(bench_calc "($t1 - $t0) / $CLK_TCK")
-  cpu_us=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { if (n + 0 > 0) printf "%.2f\n", d * 1e6 / hz / n; else print "nan" }')
-  origin_us=$(awk -v d="$((o1 - o0))" -v hz="$CLK_TCK" -v n="$req" 'BEGIN { if (n + 0 > 0) printf "%.2f\n", d * 1e6 / hz / n; else print "nan" }')
-  util=$(awk -v c="$cpu_s" -v t="$wall" 'BEGIN { if (t + 0 > 0) printf "%.1f\n", 100 * c / t; else print "nan" }')
-  core_p=$(bench_core_busy_pct "$c0" "$c1" "cpu$PROXY_CPU")
-  core_l=$(bench_core_busy_pct "$c0" "$c1" "cpu$LOAD_CPU")
-  steal=$(bench_calc "($(bench_core_pct "$c0" "$c1" "cpu$PROXY_CPU" steal) + $(bench_core_pct "$c0" "$c1" "cpu$LOAD_CPU" steal)) / 2")
-  sirq=$(bench_core_pct "$c0" "$c1" "cpu$PROXY_CPU" softirq)
-  wrk_pct=$(awk -v a="$w0" -v b="$w1" -v t="$wall" 'BEGIN { if (t + 0 > 0) printf "%.1f\n", 100 * (b - a) / t; else print "nan" }')
-  # CPU of everything else: all cores' busy time less what the proxy, the
-  # origin and wrk used. (Tick-based accounting charges softirq time to the
-  # task it interrupted, so that is in "ours" already.)
-  other=$(awk -v before="$c0" -v after="$c1" -v hz="$CLK_TCK" -v t="$wall" \
-    -v ours="$(bench_calc "$cpu_s + ($o1 - $o0) / $CLK_TCK + $w1 - $w0")" 'BEGIN {
-      n = split(before, b, "\n"); for (i = 1; i <= n; i++) { split(b[i], f, " "); x -= f[2] }
-      n = split(after, a, "\n"); for (i = 1; i <= n; i++) { split(a[i], f, " "); x += f[2] }
-      if (t + 0 <= 0) { print "nan"; exit }
-      v = 100 * (x / hz - ours) / t; if (v < 0) v = 0; printf "%.1f\n", v }')
-  awk -v o="$other" -v m="$NOISY_PCT" 'BEGIN { exit !(o != "nan" && o + 0 > m + 0) }' && noisy=yes
-  LAST_NOISY=$noisy
-  [ "$tree_before" = "$tree_after" ] || changed=yes
-
-  if [ "$errs" != 0 ] || [ "$non" != 0 ]; then
-    PROBLEMS+=("$proxy round $round: $errs socket errors, $non non-2xx/3xx responses")
-    FAILED=1
-    bench_warn "$proxy round $round: wrk reported errors:"
-    grep -E 'Socket errors|Non-2xx' "$out" >&2 || true
-  fi
-  if [ "$changed" = yes ]; then
-    PROBLEMS+=("$proxy round $round: process tree changed ($tree_before-> $tree_after): a process died or was respawned")
-    FAILED=1
-    bench_warn "$proxy round $round: process tree changed: before [$tree_before] after [$tree_after]"
-  fi
-  if ! bench_alive "$root"; then
-    PROBLEMS+=("$proxy died during round $round")
-    FAILED=1
-    bench_warn "$proxy DIED during round $round; last lines of its log:"
-    tail -n 40 "${LOG_OF[$proxy]}" >&2 || true
-  fi
+  local proxy=$1 round=$2 dur=$3
+  bench_measure_run "$proxy" "$round" "$dur" "$(URL_OF "$proxy")" "${PID_OF[$proxy]}" "${LOG_OF[$proxy]}" || return 1
   if [ "$round" = warmup ]; then
-    bench_log "warm-up $proxy: $rps req/s"
+    bench_log "warm-up $proxy: $BR_RPS req/s"
   else
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-      "$proxy" "$round" "$rps" "$req" "$dur_s" "$p50" "$p99" "$avg" "$cpu_s" "$cpu_us" "$util" \
-      "$origin_us" "$core_p" "$core_l" "$steal" "$sirq" "$wrk_pct" "$other" "$noisy" "$errs" "$non" "$changed" >>"$RUNS"
+    printf '%s\t%s\t%s\n' "$proxy" "$round" "$(bench_run_fields)" >>"$RUNS"
     bench_log "$(printf 'round %s %-5s %9s req/s  p50 %6.0f us  p99 %6.0f us  cpu %6s us/req  proxy cpu %5s%%  core%s %s%%  core%s %s%%  other %s%%%s' \
-      "$round" "$proxy" "$rps" "$p50" "$p99" "$cpu_us" "$util" "$PROXY_CPU" "$core_p" "$LOAD_CPU" "$core_l" "$other" \
-      "$([ "$noisy" = yes ] && echo '  NOISY')")"
+      "$round" "$proxy" "$BR_RPS" "$BR_P50" "$BR_P99" "$BR_CPU_US" "$BR_UTIL" "$PROXY_CPU" "$BR_CORE_P" "$LOAD_CPU" "$BR_CORE_L" "$BR_OTHER" \
+      "$([ "$BR_NOISY" = yes ] && echo '  NOISY')")"
   fi
 }
 
@@ -317,16 +234,7 @@ bench_log "warm-up: $WARMUP per proxy"
 run_one nginx warmup "$WARMUP" || true
 run_one torii warmup "$WARMUP" || true
 bench_log "measuring: $ROUNDS round(s) of $DURATION, -t$THREADS -c$CONNECTIONS, order nginx, torii"
-for ((r = 1; r <= ROUNDS; r++)); do
-  for p in nginx torii; do
-    for ((attempt = 0; ; attempt++)); do
-      LAST_NOISY=no
-      run_one "$p" "$r" "$DURATION" || true
-      if [ "$LAST_NOISY" != yes ] || ((attempt >= NOISY_RETRIES)); then break; fi
-      bench_log "round $r $p was noisy: running it again"
-    done
-  done
-done
+bench_run_rounds run_one "$ROUNDS" "$DURATION" nginx torii
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 SYSCALLS=(epoll_wait epoll_pwait epoll_ctl read readv recvfrom recvmsg write writev sendto sendmsg
