@@ -251,7 +251,8 @@ std::optional<int64_t> to_unix(const DateParts& p) {
   if (p.day < 1 || p.day > days_in_month(p.year, p.month)) return std::nullopt;
   // second 60: a leap second (RFC 5322 allows it); it counts as the next second.
   if (p.hour > 23 || p.minute > 59 || p.second > 60) return std::nullopt;
-  return days_from_civil(p.year, p.month, p.day) * 86400 + p.hour * 3600 + p.minute * 60 + p.second;
+  return days_from_civil(p.year, p.month, p.day) * 86400 + int64_t{p.hour} * 3600 +
+         int64_t{p.minute} * 60 + int64_t{p.second};
 }
 
 // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"

@@ -53,6 +53,18 @@ CacheFetch::CacheFetch(WorkerCache& cache, size_t route, std::string host, std::
   }
 }
 
+std::string CacheFetch::key_for(const conf::Config& config, size_t route, const std::string& host,
+                                const std::string& target) {
+  const std::string request = "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+  http::Http1Parser parser(http::Http1Parser::Kind::kRequest, fetch_limits());
+  if (parser.feed(request.data(), request.size()).event !=
+      http::Http1Parser::Event::kHeadComplete) {
+    return {};
+  }
+  return cache::make_cache_key("http", normalize_host(host), target,
+                               config.routes[route].cache->key, parser.head());
+}
+
 void CacheFetch::start() {
   if (key_.empty()) {
     finish(false, "invalid pre-warm request");

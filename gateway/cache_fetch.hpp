@@ -32,6 +32,10 @@ class CacheFetch final : public upstream::ExchangeSink {
   CacheFetch& operator=(const CacheFetch&) = delete;
   ~CacheFetch() = default;
 
+  // The cache key a pre-warm fetch of `target` with Host `host` stores under.
+  static std::string key_for(const conf::Config& config, size_t route, const std::string& host,
+                             const std::string& target);
+
   void start();
   // Worker shutdown: drops the exchange without reporting.
   void cancel();

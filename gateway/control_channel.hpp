@@ -18,7 +18,7 @@ namespace torii::gateway {
 // Splits a byte stream into frames (pure, for tests).
 class FrameDecoder {
  public:
-  static constexpr uint32_t kMaxFrame = 1u << 20;
+  static constexpr uint32_t kMaxFrame = 16u << 20;  // shared pre-warmed responses are up to 8 MiB
   // Appends bytes; returns complete frames. Sets error() on an oversized frame.
   std::vector<std::string> feed(std::string_view bytes);
   bool error() const { return error_; }
@@ -59,7 +59,7 @@ class ControlChannel {
   FrameDecoder decoder_;
   OnMessage on_message_;
   OnClosed on_closed_;
-  char read_buf_[4096];
+  char read_buf_[64 * 1024];
   bool open_ = false;
   bool closing_ = false;
   bool closed_ = false;

@@ -256,6 +256,13 @@ void Master::setup_metrics() {
   master_metrics_->reload(true, static_cast<double>(time(nullptr)));
   collector_ = std::make_unique<metrics::SegmentCollector>(*stats_segment_, stats_registry_);
   purger_ = std::make_unique<PurgeCoordinator>(&loop_);
+  prewarm_relay_ = std::make_unique<PrewarmRelay>(&loop_, [this] {
+    std::vector<ControlChannel*> channels;
+    for (WorkerProcess& w : workers_) {
+      if (w.pid != 0 && w.channel && !w.channel->closed()) channels.push_back(w.channel.get());
+    }
+    return channels;
+  });
   if (config.admin) {
     admin_ = std::make_unique<AdminServer>(
         &loop_, [this](const AdminRequest& request, AdminServer::Responder respond) {
@@ -499,8 +506,13 @@ void Master::spawn(WorkerProcess& w) {
     ::close(channel_fds[1]);
     w.channel = std::make_unique<ControlChannel>(
         &loop_, channel_fds[0],
-        [this](ControlChannel& ch, const std::string& m) { purger_->on_message(&ch, m); },
-        [this](ControlChannel& ch) { purger_->on_channel_closed(&ch); });
+        [this](ControlChannel& ch, const std::string& m) {
+          if (!prewarm_relay_->on_message(ch, m)) purger_->on_message(&ch, m);
+        },
+        [this](ControlChannel& ch) {
+          purger_->on_channel_closed(&ch);
+          prewarm_relay_->on_channel_closed(&ch);
+        });
     w.channel->unref();
   }
   w.started_ms = uv_now(&loop_);

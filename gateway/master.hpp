@@ -20,6 +20,7 @@
 #include "gateway/cache_purge.hpp"
 #include "gateway/control_channel.hpp"
 #include "gateway/listen_socket.hpp"
+#include "gateway/prewarm_relay.hpp"
 #include "metrics/exposition.hpp"
 #include "metrics/stats.hpp"
 
@@ -113,6 +114,7 @@ class Master {
   std::list<WorkerProcess> workers_;
   std::list<std::unique_ptr<ControlChannel>> closing_channels_;
   std::unique_ptr<PurgeCoordinator> purger_;
+  std::unique_ptr<PrewarmRelay> prewarm_relay_;
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_, sigwinch_;
   std::string executable_;
   std::vector<std::string> args_;

@@ -120,6 +120,7 @@ int Worker::run() {
     control_ = std::make_unique<ControlChannel>(
         &loop_, control_fd_,
         [this](ControlChannel& ch, const std::string& message) {
+          if (cache_->on_control_message(message)) return;
           const std::string reply = handle_purge_message(message, [this](const PurgeRequest& r) {
             return cache_->purge(r.host, r.target, r.prefix);
           });
@@ -128,6 +129,7 @@ int Worker::run() {
         nullptr);
     control_->unref();
     control_fd_ = -1;
+    cache_->set_control([this](const std::string& message) { control_->send(message); });
   }
 
   uv_timer_init(&loop_, &heartbeat_timer_);

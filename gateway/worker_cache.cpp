@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/log.hpp"
+#include "gateway/prewarm_share.hpp"
 #include "gateway/router.hpp"
 #include "gateway/worker.hpp"
 
@@ -13,6 +14,7 @@ namespace {
 constexpr uint64_t kHousekeepingMs = 1000;
 constexpr uint64_t kMinRefreshMs = 1000;  // a zero lifetime must not hammer the origin
 constexpr uint64_t kMaxRetryMs = 30'000;
+constexpr uint64_t kSyncTimeoutMs = 2'000;  // the master answers a sync at once
 
 bool is_exact_host(const std::string& host) { return host.find('*') == std::string::npos; }
 
@@ -29,6 +31,7 @@ WorkerCache::WorkerCache(Worker& worker)
     routes_[i].route = i;
     routes_[i].config = &*r.cache;
     routes_[i].policy = cache::store_policy(*r.cache);
+    routes_[i].fingerprint = route_fingerprint(r);
   }
   uv_timeval64_t tv{};
   uv_gettimeofday(&tv);
@@ -91,10 +94,10 @@ uint64_t WorkerCache::jitter(uint64_t range) {
 }
 
 CacheFetch& WorkerCache::new_fetch(size_t route, std::string host, std::string target,
-                                   std::string extra, cache::ResponsePtr stale,
+                                   const std::string& extra, cache::ResponsePtr stale,
                                    CacheFetch::Kind kind, bool pinned, CacheFetch::Done done) {
-  fetches_.emplace_back(*this, route, std::move(host), std::move(target), std::move(extra),
-                        std::move(stale), kind, pinned, std::move(done));
+  fetches_.emplace_back(*this, route, std::move(host), std::move(target), extra, std::move(stale),
+                        kind, pinned, std::move(done));
   return fetches_.back();
 }
 
@@ -161,6 +164,7 @@ void WorkerCache::start_prewarm(const std::string& listener_host, std::function<
       p.route = rc.route;
       p.host = is_exact_host(match_host) ? match_host : listener_host;
       p.target = target;
+      p.key = CacheFetch::key_for(config, rc.route, p.host, p.target);
       uv_timer_init(loop, &p.timer);
       uv_unref(reinterpret_cast<uv_handle_t*>(&p.timer));
       p.timer.data = &p;
@@ -171,27 +175,127 @@ void WorkerCache::start_prewarm(const std::string& listener_host, std::function<
     finish_prewarm_phase();
     return;
   }
+  arm_prewarm_deadline(static_cast<uint64_t>(config.cache.prewarm_timeout.count()));
+  if (send_control_) {
+    // The master may hold fresh copies (a reload, a respawn): take those
+    // first, then claim what is still missing.
+    syncing_ = true;
+    arm_prewarm_deadline(kSyncTimeoutMs);
+    send_control_(make_simple(kOpSync));
+    return;
+  }
+  for (Prewarm& p : prewarm_) fetch_prewarm(p);
+}
+
+void WorkerCache::arm_prewarm_deadline(uint64_t ms) {
   uv_timer_start(
       &prewarm_deadline_,
       [](uv_timer_t* t) {
         auto* self = static_cast<WorkerCache*>(t->data);
+        if (self->syncing_) {
+          // The master did not answer the sync: claim (or fetch) now, within
+          // a new deadline.
+          self->end_sync();
+          return;
+        }
         size_t missing = 0;
         for (const Prewarm& p : self->prewarm_) missing += p.done_once ? 0 : 1;
         LogLine(LogLevel::kWarn, "pre-warm timed out, taking traffic anyway")
             .kv("missing", missing);
         self->finish_prewarm_phase();
       },
-      static_cast<uint64_t>(config.cache.prewarm_timeout.count()), 0);
-  for (Prewarm& p : prewarm_) fetch_prewarm(p);
+      ms, 0);
+}
+
+void WorkerCache::end_sync() {
+  if (!syncing_) return;
+  syncing_ = false;
+  // What is still missing gets the pre-warm timeout from now.
+  if (ready_) {
+    arm_prewarm_deadline(static_cast<uint64_t>(worker_.config().cache.prewarm_timeout.count()));
+  }
+  for (Prewarm& p : prewarm_) {
+    if (!p.done_once) on_prewarm_due(p);
+  }
+  check_prewarm_complete();
+}
+
+WorkerCache::Prewarm* WorkerCache::find_prewarm(const std::string& key) {
+  for (Prewarm& p : prewarm_) {
+    if (p.key == key) return &p;
+  }
+  return nullptr;
+}
+
+bool WorkerCache::on_control_message(const std::string& message) {
+  const ControlHeader h = peek_control(message);
+  if (h.op == kOpSyncDone) {
+    end_sync();
+    return true;
+  }
+  if (h.op == kOpGrant) {
+    Prewarm* p = find_prewarm(h.key);
+    if (p == nullptr || closed_) return true;
+    if (h.granted) {
+      fetch_prewarm(*p);
+    } else {
+      // Another worker fetches it; its copy comes through the master. Look
+      // again later in case that fetch fails.
+      arm(*p, kMinRefreshMs * 5);
+    }
+    return true;
+  }
+  if (h.op == kOpFailed) {
+    // Another worker could not fetch it: do not hold readiness for it (a
+    // client's miss fetches it); claim it ourselves after a while.
+    Prewarm* p = find_prewarm(h.key);
+    if (p == nullptr || closed_ || p->done_once) return true;
+    p->done_once = true;
+    arm(*p, kMinRefreshMs * 5);
+    check_prewarm_complete();
+    return true;
+  }
+  if (h.op == kOpEntry) {
+    std::optional<SharedResponse> shared = decode_shared(message);
+    if (!shared || closed_) return true;
+    Prewarm* p = find_prewarm(shared->response.key);
+    // A copy made for another route configuration (before a reload) is not ours.
+    if (p == nullptr || shared->fingerprint != routes_[p->route].fingerprint) return true;
+    if (shared->response.response_time_ms <= p->have_response_time_ms) return true;
+    take_copy(*p, std::make_shared<const cache::StoredResponse>(std::move(shared->response)), true);
+    return true;
+  }
+  return false;
+}
+
+void WorkerCache::arm(Prewarm& p, uint64_t delay_ms) {
+  if (closed_) return;
+  uv_timer_start(
+      &p.timer,
+      [](uv_timer_t* t) {
+        auto* pw = static_cast<Prewarm*>(t->data);
+        pw->owner->on_prewarm_due(*pw);
+      },
+      delay_ms, 0);
+}
+
+void WorkerCache::on_prewarm_due(Prewarm& p) {
+  if (closed_ || p.fetching) return;
+  if (!send_control_) {
+    fetch_prewarm(p);
+    return;
+  }
+  send_control_(make_claim(p.key, p.have_response_time_ms, routes_[p.route].fingerprint));
 }
 
 void WorkerCache::fetch_prewarm(Prewarm& p) {
-  if (closed_) return;
+  if (closed_ || p.fetching) return;
   const CacheFetch::Kind kind =
       p.done_once ? CacheFetch::Kind::kRefresh : CacheFetch::Kind::kPrewarm;
   Prewarm* pp = &p;
   CacheFetch& f = new_fetch(p.route, p.host, p.target, "", nullptr, kind, true,
                             [this, pp](CacheFetch& fetch, bool ok) {
+                              pp->fetching = false;
                               fills_.end(fetch.key());
                               on_prewarm_done(*pp, ok ? fetch.result() : nullptr);
                             });
@@ -202,49 +306,53 @@ void WorkerCache::fetch_prewarm(Prewarm& p) {
   if (!fills_.begin(f.key())) {
     // A client's miss is fetching it right now: look again shortly.
     f.cancel();
-    uv_timer_start(
-        &p.timer,
-        [](uv_timer_t* t) {
-          auto* pw = static_cast<Prewarm*>(t->data);
-          pw->owner->fetch_prewarm(*pw);
-        },
-        1000, 0);
+    arm(p, kMinRefreshMs);
     return;
   }
+  p.fetching = true;
   f.start();
 }
 
 void WorkerCache::on_prewarm_done(Prewarm& p, const cache::ResponsePtr& stored) {
   if (closed_) return;
-  uint64_t delay_ms = 0;
   if (stored != nullptr) {
     p.failures = 0;
-    // Refresh at refresh_at of the lifetime (plus up to 5% jitter, so the
-    // workers do not all ask at once), counted from the response's age.
-    const int64_t lifetime = stored->lifetime_ms;
-    const double at = worker_.config().routes[p.route].cache->refresh_at;
-    const int64_t age = stored->initial_age_ms;
-    const int64_t due = static_cast<int64_t>(static_cast<double>(lifetime) * at) - age +
-                        static_cast<int64_t>(jitter(static_cast<uint64_t>(lifetime) / 20));
-    delay_ms = static_cast<uint64_t>(std::max<int64_t>(due, kMinRefreshMs));
-  } else {
-    ++p.failures;
-    delay_ms = std::min<uint64_t>(kMaxRetryMs, uint64_t{500} << std::min(p.failures, 6u));
+    if (send_control_ && stored->bytes.size() <= kMaxSharedBytes) {
+      send_control_(encode_shared(kOpShare, *stored, routes_[p.route].fingerprint));
+    }
+    take_copy(p, stored, false);
+    return;
   }
-  uv_timer_start(
-      &p.timer,
-      [](uv_timer_t* t) {
-        auto* pw = static_cast<Prewarm*>(t->data);
-        pw->owner->fetch_prewarm(*pw);
-      },
-      delay_ms, 0);
+  if (send_control_) send_control_(make_simple(kOpFailed, p.key));
+  ++p.failures;
+  arm(p, std::min<uint64_t>(kMaxRetryMs, uint64_t{500} << std::min(p.failures, 6u)));
   if (!p.done_once) {
+    p.done_once = true;  // ready without it: clients fetch it on a miss
+    check_prewarm_complete();
+  }
+}
+
+void WorkerCache::take_copy(Prewarm& p, const cache::ResponsePtr& r, bool from_master) {
+  if (r->response_time_ms > p.have_response_time_ms) {
+    p.have_response_time_ms = r->response_time_ms;
+    if (from_master) insert(p.route, r, true);  // our own fetch stored it already
+  }
+  // Refresh at refresh_at of the lifetime plus up to 5% jitter (so the
+  // workers do not all claim at once), counted from the copy's age.
+  const int64_t lifetime = r->lifetime_ms;
+  const double at = worker_.config().routes[p.route].cache->refresh_at;
+  const int64_t age = r->age_ms(now_ms());
+  const int64_t due = static_cast<int64_t>(static_cast<double>(lifetime) * at) - age +
+                      static_cast<int64_t>(jitter(static_cast<uint64_t>(lifetime) / 20));
+  arm(p, static_cast<uint64_t>(std::max<int64_t>(due, kMinRefreshMs)));
+  if (!p.done_once && r->fresh(now_ms())) {
     p.done_once = true;
     check_prewarm_complete();
   }
 }
 
 void WorkerCache::check_prewarm_complete() {
+  if (syncing_) return;
   for (const Prewarm& p : prewarm_) {
     if (!p.done_once) return;
   }

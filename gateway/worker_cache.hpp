@@ -26,6 +26,7 @@ struct RouteCache {
   size_t route = 0;
   const conf::RouteCache* config = nullptr;
   cache::StorePolicy policy;
+  std::string fingerprint;  // see route_fingerprint()
 };
 
 class WorkerCache {
@@ -55,8 +56,17 @@ class WorkerCache {
   void revalidate_in_background(size_t route, const cache::ResponsePtr& stale,
                                 const http::MessageHead& client);
 
-  // Fetches every pre-warm URL, then calls `ready` (also when the
-  // pre-warm timeout passes first); keeps refreshing them afterwards.
+  // Pre-warm copies go through the master: `send` delivers a control
+  // message to it. Without it, every worker fetches for itself.
+  void set_control(std::function<void(const std::string&)> send) {
+    send_control_ = std::move(send);
+  }
+  // A prewarm-* message from the master; false for anything else.
+  bool on_control_message(const std::string& message);
+
+  // Gets every pre-warm URL (from the master's copies, or by fetching it
+  // when granted), then calls `ready` (also when the pre-warm timeout
+  // passes first); keeps them refreshed afterwards.
   // `listener_host` ("127.0.0.1:8080") is the Host for wildcard routes.
   void start_prewarm(const std::string& listener_host, std::function<void()> ready);
   // Removes matching entries (see Store::purge); returns how many.
@@ -70,19 +80,30 @@ class WorkerCache {
     size_t route = 0;
     std::string host;
     std::string target;
+    std::string key;
     uv_timer_t timer{};
-    bool done_once = false;  // the first fetch finished (well or not)
+    bool done_once = false;  // the first copy arrived, or the first fetch failed
+    bool fetching = false;
     unsigned failures = 0;
+    int64_t have_response_time_ms = 0;  // of the copy we hold (0: none)
   };
+  // The refresh timer: claim the URL (or fetch it, without a master).
+  void on_prewarm_due(Prewarm& p);
   void fetch_prewarm(Prewarm& p);
   void on_prewarm_done(Prewarm& p, const cache::ResponsePtr& stored);
+  // A copy arrived (from our fetch or the master): store it, plan its refresh.
+  void take_copy(Prewarm& p, const cache::ResponsePtr& r, bool from_master);
+  void arm(Prewarm& p, uint64_t delay_ms);
+  Prewarm* find_prewarm(const std::string& key);
+  void end_sync();
+  void arm_prewarm_deadline(uint64_t ms);
   void check_prewarm_complete();
   void finish_prewarm_phase();
   void sync_gauges();
   void sweep_finished();
-  CacheFetch& new_fetch(size_t route, std::string host, std::string target, std::string extra,
-                        cache::ResponsePtr stale, CacheFetch::Kind kind, bool pinned,
-                        CacheFetch::Done done);
+  CacheFetch& new_fetch(size_t route, std::string host, std::string target,
+                        const std::string& extra, cache::ResponsePtr stale, CacheFetch::Kind kind,
+                        bool pinned, CacheFetch::Done done);
   uint64_t jitter(uint64_t range);
 
   Worker& worker_;
@@ -92,6 +113,8 @@ class WorkerCache {
   std::list<CacheFetch> fetches_;
   std::list<Prewarm> prewarm_;
   std::function<void()> ready_;
+  std::function<void(const std::string&)> send_control_;
+  bool syncing_ = false;  // waiting for the master's copies
   uv_timer_t housekeeping_{};
   uv_timer_t prewarm_deadline_{};
   bool timers_started_ = false;
