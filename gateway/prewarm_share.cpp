@@ -25,6 +25,7 @@ bool read(const json& doc, const char* key, T& out) {
     if (!it->is_boolean()) return false;
   } else {
     if (!it->is_number_integer()) return false;
+    if (std::is_unsigned_v<T> && !it->is_number_unsigned()) return false;
   }
   out = it->get<T>();
   return true;
@@ -78,8 +79,10 @@ std::string encode_shared(std::string_view op, const cache::StoredResponse& r,
                   {"head_size", r.head_size},
                   {"vary_names", r.vary_names},
                   {"vary_values", r.vary_values},
-                  {"etag", r.etag},
-                  {"last_modified", r.last_modified},
+                  // Validators are the origin's bytes (obs-text allowed, not
+                  // always UTF-8): they travel in the raw part, sized here.
+                  {"etag_size", r.etag.size()},
+                  {"last_modified_size", r.last_modified.size()},
                   {"response_time_ms", r.response_time_ms},
                   {"initial_age_ms", r.initial_age_ms},
                   {"lifetime_ms", r.lifetime_ms},
@@ -87,17 +90,33 @@ std::string encode_shared(std::string_view op, const cache::StoredResponse& r,
                   {"sie_ms", r.sie_ms},
                   {"no_stale", r.no_stale},
                   {"always_revalidate", r.always_revalidate}};
-  std::string out = meta.dump();  // compact: no raw newline inside
+  std::string out;
+  try {
+    out = meta.dump();  // compact: no raw newline inside
+  } catch (const json::exception&) {
+    return {};  // a field that is not UTF-8 (never for pre-warm keys): not shared
+  }
   out.push_back('\n');
+  out.append(r.etag);
+  out.append(r.last_modified);
   out.append(r.bytes);
   return out;
 }
 
 std::optional<SharedResponse> decode_shared(std::string_view message) {
-  const auto [meta_text, bytes] = split(message);
+  const auto [meta_text, raw] = split(message);
   const json doc = json::parse(meta_text, nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
   SharedResponse s;
+  uint64_t etag_size = 0;
+  uint64_t last_modified_size = 0;
+  if (!read(doc, "etag_size", etag_size) || !read(doc, "last_modified_size", last_modified_size) ||
+      etag_size > raw.size() || last_modified_size > raw.size() - etag_size) {
+    return std::nullopt;
+  }
+  s.response.etag.assign(raw.substr(0, etag_size));
+  s.response.last_modified.assign(raw.substr(etag_size, last_modified_size));
+  const std::string_view bytes = raw.substr(etag_size + last_modified_size);
   cache::StoredResponse& r = s.response;
   uint64_t status_line_size = 0;
   uint64_t head_size = 0;
@@ -106,7 +125,6 @@ std::optional<SharedResponse> decode_shared(std::string_view message) {
                   read(doc, "host", r.host) && read(doc, "target", r.target) &&
                   read(doc, "status", status) && read(doc, "status_line_size", status_line_size) &&
                   read(doc, "head_size", head_size) && read(doc, "vary_values", r.vary_values) &&
-                  read(doc, "etag", r.etag) && read(doc, "last_modified", r.last_modified) &&
                   read(doc, "response_time_ms", r.response_time_ms) &&
                   read(doc, "initial_age_ms", r.initial_age_ms) &&
                   read(doc, "lifetime_ms", r.lifetime_ms) && read(doc, "swr_ms", r.swr_ms) &&
@@ -114,8 +132,8 @@ std::optional<SharedResponse> decode_shared(std::string_view message) {
                   read(doc, "always_revalidate", r.always_revalidate);
   if (!ok || status < 100 || status > 999) return std::nullopt;
   // The layout must describe these bytes: status line, head, blank line, body.
-  if (status_line_size == 0 || status_line_size > head_size || head_size + 2 > bytes.size() ||
-      bytes.substr(head_size, 2) != "\r\n") {
+  if (status_line_size == 0 || status_line_size > head_size || head_size > bytes.size() ||
+      bytes.size() - head_size < 2 || bytes.substr(head_size, 2) != "\r\n") {
     return std::nullopt;
   }
   auto names = doc.find("vary_names");
