@@ -119,7 +119,7 @@ def backlog_upstream():
 class Torii:
     """A running `torii -c FILE` master process with its stderr captured."""
 
-    def __init__(self, config, config_path):
+    def __init__(self, config, config_path, env=None):
         self.config = config
         self.config_path = config_path
         self.lines = []
@@ -136,6 +136,7 @@ class Torii:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
         self.pid = self.proc.pid
         self.reader = threading.Thread(target=self._read_output, daemon=True)
@@ -271,8 +272,8 @@ def torii(tmp_path):
     """Factory: torii(config_dict, wait=True) -> running Torii (ready unless wait=False)."""
     started = []
 
-    def start(config, wait=True):
-        t = Torii(config, str(tmp_path / f"torii-{len(started)}.json"))
+    def start(config, wait=True, env=None):
+        t = Torii(config, str(tmp_path / f"torii-{len(started)}.json"), env=env)
         started.append(t)
         if wait:
             t.wait_ready()
