@@ -566,8 +566,17 @@ void ClientConnection::local_reply(Error error, bool close_after) {
   }
   close_after = close_after || draining_ || read_eof_ || worker_.draining();
   const http::MessageHead& head = parser_.head();
-  build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
-                    head.is_http10() && head.keep_alive, out().owned());
+  // On a caching route the gateway's own answer says so too (RFC 9211).
+  if (cache_.route != nullptr) {
+    cache_.status_line = "Cache-Status: ";
+    append_cache_status(cache_.status_line, cache_.fwd.empty() ? "miss" : cache_.fwd, 0, false, 0,
+                        false, false, error_name(error));
+    cache_.status_line.append("\r\n");
+  }
+  build_local_reply(
+      error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
+      head.is_http10() && head.keep_alive, out().owned(),
+      cache_.route != nullptr ? std::string_view(cache_.status_line) : std::string_view());
   status_ = error_status(error);
   record_exchange();
   flush();

@@ -7,7 +7,7 @@
 namespace torii::gateway {
 
 void build_local_reply(Error error, std::string_view request_id, bool head_request, bool close,
-                       bool http10_keep_alive, std::string& out) {
+                       bool http10_keep_alive, std::string& out, std::string_view extra_lines) {
   const int status = error_status(error) == 0 ? 500 : error_status(error);
   const std::string_view reason = http::reason_phrase(status);
   char status_text[8];
@@ -32,6 +32,7 @@ void build_local_reply(Error error, std::string_view request_id, bool head_reque
     out.append("\r\n");
   }
   if (status == 503) out.append("Retry-After: 1\r\n");
+  out.append(extra_lines);
   if (close) {
     out.append("Connection: close\r\n");
   } else if (http10_keep_alive) {

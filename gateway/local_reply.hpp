@@ -9,7 +9,8 @@
 namespace torii::gateway {
 
 // Appends a complete response (head and small text body) to out.
+// `extra_lines`: more header lines ("Name: value\r\n"...), e.g. Cache-Status.
 void build_local_reply(Error error, std::string_view request_id, bool head_request, bool close,
-                       bool http10_keep_alive, std::string& out);
+                       bool http10_keep_alive, std::string& out, std::string_view extra_lines = {});
 
 }  // namespace torii::gateway

@@ -891,6 +891,17 @@ def test_stale_if_error_when_origin_is_down(origin, torii):
     assert age(r) >= 2
 
 
+def test_gateway_error_on_a_cached_route_carries_cache_status(origin, torii):
+    t = torii(make_config(origin.port, workers=1, routes=[cache_route("/cache/"), route("app")]))
+    origin.stop()  # nothing stored, origin refusing connections
+    r = get(t.port, "/cache/nothing/r")
+    assert r.status == 502, r
+    s = cs(r)
+    assert s.fwd == "miss" and not s.stored and s.detail, s
+    r = get(t.port, "/other")  # a route without a cache: no Cache-Status
+    assert r.status == 502 and r.header("Cache-Status") is None
+
+
 def test_reload_hands_prewarmed_entries_to_the_new_workers(origin, torii):
     target = "/cache/handover/r?set=Cache-Control:max-age=600"
 

@@ -66,6 +66,14 @@ TEST_SUITE("local_reply") {
           "404 Not Found\n");
   }
 
+  TEST_CASE("extra header lines go before Connection and the blank line") {
+    std::string out;
+    build_local_reply(Error::kUpstreamConnectFailed, "rid-8", false, true, false, out,
+                      "Cache-Status: torii; fwd=miss; detail=x\r\n");
+    CHECK(out.find("X-Request-Id: rid-8\r\nCache-Status: torii; fwd=miss; detail=x\r\n"
+                   "Connection: close\r\n\r\n") != std::string::npos);
+  }
+
   TEST_CASE("every error gives a well-formed reply") {
     for (int i = 0; i <= static_cast<int>(Error::kInternal); ++i) {
       const Error e = static_cast<Error>(i);
