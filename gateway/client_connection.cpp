@@ -248,8 +248,13 @@ void ClientConnection::forward_request() {
     out().append_static(kContinue);
     flush();
   }
-  ForwardContext ctx{client_ip_,     "http",  request_id_,
-                     group_->name(), nullptr, cache_.request_lines};
+  ForwardContext ctx{client_ip_,
+                     "http",
+                     request_id_,
+                     group_->name(),
+                     nullptr,
+                     cache_.request_lines,
+                     cache_.head_as_get ? "GET" : ""};
   upstream_head_.clear();
   build_upstream_request_head(head, ctx, upstream_head_);
   // A body-less request is complete with its head: a client that
@@ -314,7 +319,7 @@ void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   upstream_ = &conn;
   state_ = State::kProxying;
   const http::MessageHead& head = parser_.head();
-  conn.send_request_head(upstream_head_, head.method == "HEAD");
+  conn.send_request_head(upstream_head_, head.method == "HEAD" && !cache_.head_as_get);
   if (upstream_ == nullptr) return;  // the write failed and was reported
   if (request_complete_) {
     conn.request_complete();
@@ -364,6 +369,7 @@ void ClientConnection::on_response_head(const http::MessageHead& head) {
                      cache_.status_line};
   const bool want_close = draining_ || read_eof_ || !request_complete_ || worker_.draining();
   plan_ = build_client_response_head(head, parser_.head(), ctx, want_close, out().owned());
+  if (cache_.head_as_get) plan_.mode = ClientBodyMode::kNone;  // the body is for the cache only
 }
 
 void ClientConnection::on_response_body(const BlockRef& block,
@@ -484,7 +490,7 @@ void ClientConnection::reset_exchange() {
   cache_.stale.reset();
   cache_.refreshed.reset();
   cache_.fwd = {};
-  cache_.store = cache_.validators_sent = cache_.stale_on_error = false;
+  cache_.store = cache_.validators_sent = cache_.stale_on_error = cache_.head_as_get = false;
   cache_.origin_status = 0;
   cache_.capture.reset();
   cache_.request_lines.clear();

@@ -91,6 +91,7 @@ class ClientConnection final : public upstream::ExchangeSink,
     bool leader = false;           // this exchange holds the key's fill (others wait for it)
     bool validators_sent = false;  // our If-None-Match / If-Modified-Since went upstream
     bool stale_on_error = false;   // the origin failed: answer with `stale` at the end
+    bool head_as_get = false;      // a HEAD miss fetched as GET, so the answer can be stored
     int origin_status = 0;
     int64_t request_time_ms = 0;
     cache::FillTable::Ticket ticket;  // waiting for another request's fill

@@ -83,6 +83,9 @@ bool ClientConnection::lookup_cache(const RouteCache& route, const std::string& 
     cache_.fwd = found.key_known ? "vary-miss" : "miss";
     cache_.result = metrics::CacheResult::kMiss;
   }
+  // A HEAD miss asks for the GET (like nginx's proxy_cache_convert_head):
+  // the client gets the head, the cache gets the whole response.
+  cache_.head_as_get = head.method == "HEAD";
   if (wc.fills().begin(cache_.key)) {
     cache_.leader = true;
     return false;
@@ -193,8 +196,14 @@ bool ClientConnection::cache_response_head(const http::MessageHead& head) {
                        group_->name(),
                        &worker_.config().routes[route_index_].response_headers,
                        ""};
-    CaptureRequest capture_req{&req, cache_.key, cache_.host, std::string(req.target),
-                               cache_.request_time_ms};
+    // Stored as the GET it was fetched as.
+    http::MessageHead as_get;
+    if (cache_.head_as_get) {
+      as_get = req;
+      as_get.method = "GET";
+    }
+    CaptureRequest capture_req{cache_.head_as_get ? &as_get : &req, cache_.key, cache_.host,
+                               std::string(req.target), cache_.request_time_ms};
     const cache::StoreDecision d =
         cache_.capture.start(capture_req, head, cache_.route->policy, ctx, now);
     stored = d.storable;

@@ -113,7 +113,7 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
                                  std::string& out) {
   const ConnectionTokens connection(req);
   const RequestTarget target = split_target(req.target);
-  out.append(req.method);
+  out.append(ctx.method_override.empty() ? req.method : ctx.method_override);
   out.push_back(' ');
   if (target.absolute && target.path_and_query.front() != '/') out.push_back('/');
   out.append(target.path_and_query);

@@ -22,6 +22,8 @@ struct ForwardContext {
   // Extra header lines ("Name: value\r\n"...) added to the head being built
   // (Cache-Status on a response, validators on a revalidation request).
   std::string_view extra_lines = {};
+  // Sent instead of the request's method (a cache turns a HEAD miss into a GET).
+  std::string_view method_override = {};
 };
 
 // Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.

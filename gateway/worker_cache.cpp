@@ -125,9 +125,9 @@ void WorkerCache::revalidate_in_background(size_t route, const cache::ResponsePt
   for (const std::string& n : rc->config->key.headers) copy_header(n);
   std::string host(request_authority(client));
   if (host.empty()) host = stale->host;
-  CacheFetch& f = new_fetch(route, std::move(host), stale->target, std::move(extra), stale,
-                            CacheFetch::Kind::kRevalidate, false,
-                            [this](CacheFetch& fetch, bool) { fills_.end(fetch.key()); });
+  CacheFetch& f =
+      new_fetch(route, std::move(host), stale->target, extra, stale, CacheFetch::Kind::kRevalidate,
+                false, [this](CacheFetch& fetch, bool) { fills_.end(fetch.key()); });
   if (f.key().empty() || !fills_.begin(f.key())) {
     f.cancel();
     return;

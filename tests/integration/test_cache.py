@@ -384,6 +384,26 @@ def test_head_answered_from_stored_get(gw_a):
     assert "HEAD /cache/head/r" not in st["requests"]
 
 
+def test_head_miss_is_fetched_as_get_and_stored(gw_a):
+    target = "/cache/headmiss/r?size=1500&set=Cache-Control:max-age=60"
+    with HttpConn(gw_a.port) as c:
+        host = f"127.0.0.1:{gw_a.port}"
+        c.request("HEAD", target, host=host)
+        head = c.read_response(method="HEAD")
+        assert head.status == 200 and head.body == b""
+        s = cs(head)
+        assert s.fwd == "miss" and s.stored, s
+        assert head.header("Content-Length") == "1500"
+        # No body followed the HEAD response: the next one parses cleanly, from the cache.
+        c.request("GET", target, host=host)
+        r = c.read_response()
+        assert r.status == 200 and cs(r).fresh_hit and r.body == pattern_bytes(1500), cs(r)
+    st = gw_a.origin.stats()
+    assert st["urls"].get(target) == 1
+    assert st["requests"].get("GET /cache/headmiss/r") == 1
+    assert "HEAD /cache/headmiss/r" not in st["requests"]
+
+
 def test_origin_no_cache_is_revalidated_on_every_use(gw_a):
     target = "/cache/origin-no-cache/r?etag=nc1&set=Cache-Control:no-cache"
     first = gw_a.get(target)
