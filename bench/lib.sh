@@ -599,3 +599,32 @@ bench_run_rounds() {
     done
   done
 }
+
+# bench_json_runs_and_status RUNS_TSV: the end of a summary JSON object,
+# printed after the caller's '"runs": [': one object per row of the TSV (the
+# first column, noisy and tree_changed as strings, "nan" as null), the
+# array's end, "problems" (from PROBLEMS), "status" (from FAILED), "workdir"
+# (from WORK) and the closing brace.
+bench_json_runs_and_status() {
+  local sep x
+  awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) h[i] = $i; next }
+    {
+      printf "%s    {", (NR > 2 ? ",\n" : "")
+      for (i = 1; i <= NF; i++) {
+        v = $i
+        if (i == 1 || h[i] == "tree_changed" || h[i] == "noisy") v = "\"" v "\""
+        else if (v == "nan") v = "null"
+        printf "%s\"%s\": %s", (i > 1 ? ", " : ""), h[i], v
+      }
+      printf "}"
+    }
+    END { print "" }' "$1"
+  printf '  ],\n  "problems": ['
+  sep=""
+  for x in "${PROBLEMS[@]}"; do
+    printf '%s\n    %s' "$sep" "$(bench_json_str "$x")"
+    sep=","
+  done
+  ((${#PROBLEMS[@]})) && printf '\n  '
+  printf '],\n  "status": "%s",\n  "workdir": %s\n}\n' "$([ "$FAILED" = 0 ] && echo ok || echo errors)" "$(bench_json_str "$WORK")"
+}

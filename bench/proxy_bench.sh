@@ -471,26 +471,7 @@ fi
     "$([ "${CLEAN_ONLY[nginx]}" = 1 ] && echo "${CLEAN_COUNT[nginx]} clean runs" || echo "all runs")" \
     "$([ "${CLEAN_ONLY[torii]}" = 1 ] && echo "${CLEAN_COUNT[torii]} clean runs" || echo "all runs")"
   printf '  "runs": [\n'
-  awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) h[i] = $i; next }
-    {
-      printf "%s    {", (NR > 2 ? ",\n" : "")
-      for (i = 1; i <= NF; i++) {
-        v = $i
-        if (i == 1 || h[i] == "tree_changed" || h[i] == "noisy") v = "\"" v "\""
-        else if (v == "nan") v = "null"
-        printf "%s\"%s\": %s", (i > 1 ? ", " : ""), h[i], v
-      }
-      printf "}"
-    }
-    END { print "" }' "$RUNS"
-  printf '  ],\n  "problems": ['
-  sep=""
-  for x in "${PROBLEMS[@]}"; do
-    printf '%s\n    %s' "$sep" "$(bench_json_str "$x")"
-    sep=","
-  done
-  ((${#PROBLEMS[@]})) && printf '\n  '
-  printf '],\n  "status": "%s",\n  "workdir": %s\n}\n' "$([ "$FAILED" = 0 ] && echo ok || echo errors)" "$(bench_json_str "$WORK")"
+  bench_json_runs_and_status "$RUNS"
 } >"$SUMMARY"
 if command -v jq >/dev/null 2>&1; then jq empty "$SUMMARY" || bench_warn "summary is not valid JSON: $SUMMARY"; fi
 echo "summary: $SUMMARY"

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <charconv>
 #include <climits>
+#include <cstring>
 #include <ctime>
 
 namespace torii::metrics {
@@ -152,16 +153,37 @@ size_t utf8_sequence_length(const unsigned char* p, size_t available) {
   return length;
 }
 
+// True when none of the 8 bytes at p can need escaping: printable ASCII
+// other than '"', '\\' (and ' ' when `space_special`). Eight bytes per test
+// (SWAR); a false "no" only sends the word through the byte loop.
+bool plain_word(const unsigned char* p, bool space_special) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHighs = 0x8080808080808080ull;
+  uint64_t x;
+  std::memcpy(&x, p, sizeof x);
+  auto has_byte = [&](unsigned char c) {
+    const uint64_t y = x ^ (kOnes * c);
+    return (y - kOnes) & ~y & kHighs;
+  };
+  uint64_t attention = (x & kHighs) | ((x - kOnes * 0x20) & ~x & kHighs) | has_byte('"') |
+                       has_byte('\\') | has_byte(0x7F);
+  if (space_special) attention |= has_byte(' ');
+  return attention == 0;
+}
+
 // Copies s into out, runs of plain bytes in one append; ASCII bytes for which
 // must_escape() is true and bytes that are not part of valid UTF-8 go through
 // write_escape(out, byte). Valid multi-byte UTF-8 is copied as is.
+// `space_special`: must_escape(' ') may be true.
 template <typename MustEscape, typename WriteEscape>
 void append_escaped(std::string& out, std::string_view s, MustEscape must_escape,
-                    WriteEscape write_escape) {
+                    WriteEscape write_escape, bool space_special = false) {
   const auto* bytes = reinterpret_cast<const unsigned char*>(s.data());
   size_t run_start = 0;
   size_t i = 0;
   while (i < s.size()) {
+    while (i + 8 <= s.size() && plain_word(bytes + i, space_special)) i += 8;
+    if (i >= s.size()) break;
     const unsigned char c = bytes[i];
     if (c < 0x80) {
       if (!must_escape(c)) {
@@ -234,7 +256,8 @@ void append_clf_field(std::string& out, std::string_view s, bool escape_space) {
       [](std::string& o, unsigned char c) {
         const char escape[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 0xF]};
         o.append(escape, sizeof escape);
-      });
+      },
+      escape_space);
 }
 
 void format_json(const AccessRecord& r, std::string& out) {

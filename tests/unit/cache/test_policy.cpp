@@ -12,6 +12,7 @@
 #include "cache/policy.hpp"
 #include "common/http1_parser.hpp"
 #include "conf/config.hpp"
+#include "tests/unit/support/heads.hpp"
 
 namespace {
 
@@ -39,21 +40,12 @@ constexpr int64_t kDeltaMax = int64_t{1} << 31;
 constexpr int64_t kT = 784111777;  // Sun, 06 Nov 1994 08:49:37 GMT
 constexpr int64_t kTms = kT * 1000;
 
-// A parsed head; the parser owns the storage its views point into.
-struct Parsed {
-  std::unique_ptr<Http1Parser> parser;
-  const MessageHead& head() const { return parser->head(); }
-};
+using torii::test::Parsed;
 
 Parsed parse(Http1Parser::Kind kind, const std::string& text) {
-  Parsed p{std::make_unique<Http1Parser>(kind, torii::http::ParserLimits{})};
-  const auto r = p.parser->feed(text.data(), text.size());
-  INFO("message: " << text << " parser error: " << std::string(p.parser->error_reason()));
-  REQUIRE(r.event == Http1Parser::Event::kHeadComplete);
-  return p;
+  return torii::test::parse_head(kind, text);
 }
 
-// `headers`: "Name: value\r\n" lines.
 Parsed request(const std::string& headers, const std::string& method = "GET",
                const std::string& target = "/") {
   return parse(Http1Parser::Kind::kRequest,

@@ -10,6 +10,7 @@
 #include "common/http1_parser.hpp"
 #include "gateway/header_rewrite.hpp"
 #include "gateway/request_checks.hpp"
+#include "tests/unit/support/heads.hpp"
 
 namespace {
 
@@ -26,50 +27,19 @@ using torii::http::MessageHead;
 
 const ForwardContext kCtx{"10.0.0.1", "http", "rid-1", "upstream.internal:9000"};
 
-struct Parsed {
-  std::unique_ptr<Http1Parser> parser;
-  const MessageHead& head() const { return parser->head(); }
-};
+using torii::test::Parsed;
 
 Parsed parse(Http1Parser::Kind kind, std::string_view text, bool no_body = false) {
-  Parsed p{std::make_unique<Http1Parser>(kind, torii::http::ParserLimits{})};
-  p.parser->expect_no_body(no_body);
-  const auto r = p.parser->feed(text.data(), text.size());
-  INFO("message: " << std::string(text)
-                   << " parser error: " << std::string(p.parser->error_reason()));
-  REQUIRE(r.event == Http1Parser::Event::kHeadComplete);
-  return p;
+  return torii::test::parse_head(kind, text, no_body);
 }
 Parsed parse_request(std::string_view text) { return parse(Http1Parser::Kind::kRequest, text); }
 Parsed parse_response(std::string_view text, bool no_body = false) {
   return parse(Http1Parser::Kind::kResponse, text, no_body);
 }
 
-// Lines of a head, without the final empty line.
-std::vector<std::string> lines(std::string_view head) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < head.size()) {
-    const size_t end = head.find("\r\n", pos);
-    if (end == std::string_view::npos || end == pos) break;
-    out.emplace_back(head.substr(pos, end - pos));
-    pos = end + 2;
-  }
-  return out;
-}
-
-// Values of every header line called `name` (case-insensitive), in order.
+std::vector<std::string> lines(std::string_view head) { return torii::test::head_lines(head); }
 std::vector<std::string> values(std::string_view head, std::string_view name) {
-  std::vector<std::string> out;
-  const auto all = lines(head);
-  for (size_t i = 1; i < all.size(); ++i) {
-    const size_t colon = all[i].find(':');
-    if (colon == std::string::npos) continue;
-    if (iequals(std::string_view(all[i]).substr(0, colon), name)) {
-      out.emplace_back(torii::http::trim_ows(std::string_view(all[i]).substr(colon + 1)));
-    }
-  }
-  return out;
+  return torii::test::header_values(head, name);
 }
 
 std::string one(std::string_view head, std::string_view name) {

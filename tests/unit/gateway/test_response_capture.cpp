@@ -15,6 +15,7 @@
 #include "common/http1_parser.hpp"
 #include "gateway/header_rewrite.hpp"
 #include "gateway/response_capture.hpp"
+#include "tests/unit/support/heads.hpp"
 
 namespace {
 
@@ -36,17 +37,10 @@ constexpr int64_t kTms = kT * 1000;
 
 const ForwardContext kCtx{"10.0.0.1", "http", "rid-1", "upstream.internal:9000"};
 
-struct Parsed {
-  std::unique_ptr<Http1Parser> parser;
-  const MessageHead& head() const { return parser->head(); }
-};
+using torii::test::Parsed;
 
 Parsed parse(Http1Parser::Kind kind, const std::string& text) {
-  Parsed p{std::make_unique<Http1Parser>(kind, torii::http::ParserLimits{})};
-  const auto r = p.parser->feed(text.data(), text.size());
-  INFO("message: " << text << " parser error: " << std::string(p.parser->error_reason()));
-  REQUIRE(r.event == Http1Parser::Event::kHeadComplete);
-  return p;
+  return torii::test::parse_head(kind, text);
 }
 Parsed request(const std::string& headers = "") {
   return parse(Http1Parser::Kind::kRequest,
@@ -69,29 +63,9 @@ CaptureRequest capture_request(const MessageHead& req, int64_t request_time_ms =
                         request_time_ms};
 }
 
-std::vector<std::string> lines(std::string_view head) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < head.size()) {
-    const size_t end = head.find("\r\n", pos);
-    if (end == std::string_view::npos || end == pos) break;
-    out.emplace_back(head.substr(pos, end - pos));
-    pos = end + 2;
-  }
-  return out;
-}
-
+std::vector<std::string> lines(std::string_view head) { return torii::test::head_lines(head); }
 std::vector<std::string> values(std::string_view head, std::string_view name) {
-  std::vector<std::string> out;
-  const auto all = lines(head);
-  for (size_t i = 1; i < all.size(); ++i) {
-    const size_t colon = all[i].find(':');
-    if (colon == std::string::npos) continue;
-    if (iequals(std::string_view(all[i]).substr(0, colon), name)) {
-      out.emplace_back(torii::http::trim_ows(std::string_view(all[i]).substr(colon + 1)));
-    }
-  }
-  return out;
+  return torii::test::header_values(head, name);
 }
 bool has(std::string_view head, std::string_view name) { return !values(head, name).empty(); }
 

@@ -287,6 +287,47 @@ TEST_SUITE("access_log format") {
     }
   }
 
+  // Mostly plain text with a few bytes that need escaping at every offset:
+  // the 8-bytes-at-a-time fast path must hand each of them to the escaper.
+  TEST_CASE("escaping round trips at every position (word-at-a-time scan)") {
+    std::mt19937 rng(777);
+    const std::string specials[] = {"\"", "\\", "\n", "\x01", "\x7f", " ", "\xC3\xA9"};
+    std::uniform_int_distribution<int> letter('a', 'z');
+    std::uniform_int_distribution<int> pick(0, 6);
+    std::uniform_int_distribution<int> length(0, 70);
+    auto clf_unescape = [](const std::string& e) {
+      std::string out;
+      for (size_t i = 0; i < e.size(); ++i) {
+        if (e[i] == '\\' && i + 3 < e.size() && e[i + 1] == 'x') {
+          out.push_back(static_cast<char>(std::stoi(e.substr(i + 2, 2), nullptr, 16)));
+          i += 3;
+        } else {
+          out.push_back(e[i]);
+        }
+      }
+      return out;
+    };
+    for (int round = 0; round < 3000; ++round) {
+      std::string value;
+      const int n = length(rng);
+      for (int i = 0; i < n; ++i) value.push_back(static_cast<char>(letter(rng)));
+      const int at = n == 0 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n + 1));
+      value.insert(static_cast<size_t>(at), specials[pick(rng)]);
+      AccessRecord r = minimal_record();
+      r.user_agent = value;
+      r.request_id = value;
+      INFO("round " << round << " value " << value);
+      const auto j = nlohmann::json::parse(format(r, AccessLogFormat::kJson));
+      CHECK(j["user_agent"].get<std::string>() == value);
+      const std::string clf = format(r, AccessLogFormat::kCombined);
+      const size_t rid = clf.find(" rid=");
+      REQUIRE(rid != std::string::npos);
+      const std::string rid_field = clf.substr(rid + 5, clf.find(" route=") - rid - 5);
+      CHECK(rid_field.find(' ') == std::string::npos);  // spaces escaped in unquoted fields
+      CHECK(clf_unescape(rid_field) == value);
+    }
+  }
+
   TEST_CASE("time: microseconds, epoch, before 1970, second changes") {
     AccessRecord r = minimal_record();
     auto time_of = [&](int64_t us) {
