@@ -16,6 +16,9 @@ struct IoContext {
   // Backpressure watermarks on a stream's queued output (bytes).
   size_t high_watermark = size_t{256} * 1024;
   size_t low_watermark = size_t{64} * 1024;
+  // TLS ciphertext is read here and handed to OpenSSL at once (which copies
+  // it): one buffer per worker, none per connection.
+  char tls_scratch[16 * 1024];
 };
 
 // A read buffer: the tail of a refcounted block, reused while it has room.

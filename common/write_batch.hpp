@@ -39,6 +39,14 @@ class WriteBatch {
   // Static bytes (string literals).
   void append_static(std::string_view bytes);
   bool empty() const { return segments_.empty() && owned_.size() == owned_marked_; }
+  // Calls fn(std::string_view) for every byte range, in order (TLS encrypts them).
+  template <typename Fn>
+  void for_each_span(Fn&& fn) {
+    mark_owned();
+    for (const Segment& s : segments_) {
+      fn(std::string_view(s.ptr ? s.ptr : owned_.data() + s.off, s.len));
+    }
+  }
   size_t bytes() const;
 
   // Writes what the socket takes now and queues the rest; `done` is called

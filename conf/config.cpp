@@ -8,6 +8,9 @@
 #include "conf/config.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -578,6 +581,17 @@ std::vector<Node> read_array(const Node& node, bool allow_empty) {
   return elements;
 }
 
+// " (already at /routes/0/cache/prewarm/2)" when `value` is in `earlier`,
+// whose elements sit at the same indexes of the array at `array_path`.
+std::string earlier_position(const std::vector<std::string>& earlier, const std::string& value,
+                             const std::string& array_path) {
+  const auto found = std::find(earlier.begin(), earlier.end(), value);
+  if (found == earlier.end()) return "";
+  return " (already at " +
+         pointer_append(array_path, std::to_string(static_cast<size_t>(found - earlier.begin()))) +
+         ")";
+}
+
 // ---------------------------------------------------------------------------
 // 4. Sections
 
@@ -607,13 +621,220 @@ std::string read_log_level(const Node& node) {
             (hint.empty() ? " (expected one of: " + quote_list(kLevels) + ")" : hint));
 }
 
+// Listener "tls". Certificate and key files are only checked for being
+// readable here; their PEM contents, and whether each key matches its
+// certificate, are checked when the TLS contexts are built from this config.
+
+constexpr size_t kMaxTlsCertificates = 100;
+constexpr Millis kMaxHandshakeTimeout{5 * 60'000};
+constexpr Millis kMinTicketKeyRotation{60'000};
+constexpr Millis kMaxTicketKeyRotation{7 * 24 * 3'600'000};
+
+// A file path from the config: a relative path is relative to the config
+// file's folder (kept as is when the config's name has no folder part).
+std::string path_near_config(const std::string& config_file, const std::string& path) {
+  if (path.front() == '/') return path;
+  const size_t slash = config_file.rfind('/');
+  if (slash == std::string::npos) return path;
+  return config_file.substr(0, slash + 1) + path;
+}
+
+// A PEM file (`what`: "certificate", "private key") that the gateway reads at
+// start-up and on every reload: it must be a regular file readable now.
+std::string read_pem_path(const Node& node, const std::string& what) {
+  const std::string text = read_string(node);
+  if (text.empty()) node.fail("the " + what + " path must not be empty");
+  if (text.find('\0') != std::string::npos) node.fail("the " + what + " path contains a NUL byte");
+  std::string path = path_near_config(node.file(), text);
+  const std::string shown =
+      quote(path) + (path == text ? "" : " (" + quote(text) + " relative to the config file)");
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int error = errno;
+    node.fail("cannot read " + what + " file " + shown + ": " + std::strerror(error));
+  }
+  struct stat info {};
+  const bool stat_ok = ::fstat(fd, &info) == 0;
+  ::close(fd);
+  if (stat_ok && S_ISDIR(info.st_mode)) {
+    node.fail("cannot read " + what + " file " + shown + ": it is a directory");
+  }
+  if (stat_ok && !S_ISREG(info.st_mode)) {
+    node.fail("cannot read " + what + " file " + shown + ": not a regular file");
+  }
+  return path;
+}
+
+// Why `name` (lower case) is not a server name a certificate can serve, or
+// "" when it is one: a DNS name ("api.example.com") or one leading wildcard
+// label and at least two more ("*.example.com").
+std::string server_name_problem(const std::string& name) {
+  constexpr size_t kMaxName = 253;
+  constexpr size_t kMaxLabel = 63;
+  if (name.empty()) return "a server name must not be empty";
+  if (name == "*") {
+    return "\"*\" alone is not a server name (a wildcard stands for the first label only, as "
+           "in \"*.example.com\"; the first certificate already serves unknown names)";
+  }
+  const bool wildcard = name.rfind("*.", 0) == 0;
+  const std::string_view rest = std::string_view(name).substr(wildcard ? 2 : 0);
+  if (rest.find('*') != std::string_view::npos) {
+    return "'*' is only allowed once, as the whole first label, as in \"*.example.com\"";
+  }
+  if (name.size() > kMaxName) {
+    return "longer than " + std::to_string(kMaxName) + " characters (" +
+           std::to_string(name.size()) + ")";
+  }
+  size_t labels = 0;
+  std::string_view last_label;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = rest.find('.', start);
+    const std::string_view label =
+        rest.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    if (label.empty()) return "empty label (a leading, trailing or double dot)";
+    if (label.size() > kMaxLabel) {
+      return "label " + quote(label) + " is longer than " + std::to_string(kMaxLabel) +
+             " characters";
+    }
+    for (char c : label) {
+      if (is_alpha(c) || is_digit(c) || c == '-') continue;
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        return "non-ASCII character; write an internationalized name in its \"xn--\" form";
+      }
+      return "invalid character " + quote(std::string(1, c)) +
+             " (a name is made of letters, digits, '-' and '.')";
+    }
+    if (label.front() == '-' || label.back() == '-') {
+      return "label " + quote(label) + " starts or ends with '-'";
+    }
+    ++labels;
+    last_label = label;
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (all_digits(last_label)) return "an IP address is not a server name (SNI carries names only)";
+  if (wildcard && labels < 2) {
+    return "a wildcard needs at least two labels after \"*.\", as in \"*.example.com\"";
+  }
+  return "";
+}
+
+std::vector<std::string> read_server_names(const Node& node) {
+  if (!node.value().is_array()) {
+    node.fail_type("an array of server names such as [\"example.com\", \"*.example.com\"]");
+  }
+  if (node.value().empty()) {
+    node.fail(
+        "must not be empty (leave \"names\" out to use the DNS names of the certificate's "
+        "subjectAltName)");
+  }
+  std::vector<std::string> names;
+  for (const Node& element : read_array(node, /*allow_empty=*/false)) {
+    const std::string text = read_string(element);
+    std::string name = to_lower(text);
+    const std::string problem = server_name_problem(name);
+    if (!problem.empty()) element.fail("invalid server name " + quote(text) + ": " + problem);
+    const std::string earlier = earlier_position(names, name, node.path());
+    if (!earlier.empty()) {
+      element.fail("duplicate server name " + quote(name) + earlier +
+                   " (names are case-insensitive)");
+    }
+    names.push_back(std::move(name));
+  }
+  return names;
+}
+
+TlsCertificate read_tls_certificate(const Node& node) {
+  const ObjectReader obj(node, {"cert", "key", "names"});
+  TlsCertificate certificate;
+  certificate.cert_path = read_pem_path(obj.required("cert"), "certificate");
+  certificate.key_path = read_pem_path(obj.required("key"), "private key");
+  if (auto n = obj.optional("names")) certificate.names = read_server_names(*n);
+  return certificate;
+}
+
+std::string read_tls_min_version(const Node& node) {
+  static const std::vector<std::string> kVersions = {"TLSv1.2", "TLSv1.3"};
+  std::string version = read_string(node);
+  if (std::find(kVersions.begin(), kVersions.end(), version) != kVersions.end()) return version;
+  // Older protocols however spelled ("TLSv1.1", "tls1.0", "SSLv3", "TLS 1.1").
+  std::string plain;
+  for (char c : to_lower(version)) {
+    if (c != 'v' && c != ' ' && c != '_') plain += c;
+  }
+  static const std::set<std::string> kObsolete = {"tls1",   "tls1.0", "tls1.1", "ssl2",
+                                                  "ssl2.0", "ssl3",   "ssl3.0"};
+  if (kObsolete.count(plain) != 0) {
+    node.fail(quote(version) +
+              " is not supported: TLS 1.0 and 1.1 (and SSL) are obsolete and insecure (RFC "
+              "8996); use \"TLSv1.2\" (the default) or \"TLSv1.3\"");
+  }
+  node.fail("unknown TLS version " + quote(version) + suggestion_suffix(version, kVersions) +
+            "; expected \"TLSv1.2\" or \"TLSv1.3\" (TLS 1.0 and 1.1 are not supported)");
+}
+
+// An OpenSSL cipher list ("ciphers") or TLS 1.3 suite list ("ciphersuites");
+// OpenSSL itself judges the names when the TLS contexts are built.
+std::string read_cipher_list(const Node& node, const std::string& key) {
+  std::string list = read_string(node);
+  if (list.empty()) node.fail(key + " must not be empty (leave it out for the default)");
+  for (char c : list) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte >= 0x7f) {
+      node.fail(key + " " + quote(list) +
+                " must not contain spaces, control characters or non-ASCII bytes (separate the "
+                "names with ':')");
+    }
+  }
+  return list;
+}
+
+ListenerTls read_listener_tls(const Node& node) {
+  const ObjectReader obj(node, {"certificates", "min_version", "ciphers", "ciphersuites",
+                                "handshake_timeout", "session_tickets", "ticket_key_rotation"});
+  ListenerTls tls;
+  const Node certificates = obj.required("certificates");
+  if (!certificates.value().is_array()) {
+    certificates.fail_type("an array of {\"cert\": ..., \"key\": ...} objects");
+  }
+  if (certificates.value().empty()) {
+    certificates.fail("must not be empty: a TLS listener needs at least one certificate");
+  }
+  if (certificates.value().size() > kMaxTlsCertificates) {
+    certificates.fail("at most " + std::to_string(kMaxTlsCertificates) + " certificates, got " +
+                      std::to_string(certificates.value().size()));
+  }
+  for (const Node& element : read_array(certificates, /*allow_empty=*/false)) {
+    tls.certificates.push_back(read_tls_certificate(element));
+  }
+  if (auto n = obj.optional("min_version")) tls.min_version = read_tls_min_version(*n);
+  if (auto n = obj.optional("ciphers")) tls.ciphers = read_cipher_list(*n, "ciphers");
+  if (auto n = obj.optional("ciphersuites")) {
+    tls.ciphersuites = read_cipher_list(*n, "ciphersuites");
+  }
+  if (auto n = obj.optional("handshake_timeout")) {
+    tls.handshake_timeout = read_timeout_at_most(*n, kMaxHandshakeTimeout, "5m");
+  }
+  if (auto n = obj.optional("session_tickets")) tls.session_tickets = read_bool(*n);
+  if (auto n = obj.optional("ticket_key_rotation")) {
+    tls.ticket_key_rotation = read_duration_at_least(*n, kMinTicketKeyRotation, "1m");
+    if (tls.ticket_key_rotation > kMaxTicketKeyRotation) {
+      n->fail("must be at most 168h (7 days), got " + quote(n->value().get<std::string>()));
+    }
+  }
+  return tls;
+}
+
 Listener read_listener(const Node& node) {
-  const ObjectReader obj(node, {"address", "backlog"});
+  const ObjectReader obj(node, {"address", "backlog", "tls"});
   Listener listener;
   listener.address = read_bind_address(obj.required("address"));
   if (auto n = obj.optional("backlog")) {
     listener.backlog = static_cast<int>(read_uint(*n, 1, 65535));
   }
+  if (auto n = obj.optional("tls")) listener.tls = read_listener_tls(*n);
   return listener;
 }
 
@@ -845,17 +1066,6 @@ std::string read_choice(const Node& node, const std::string& what,
   const std::string hint = suggestion_suffix(value, choices);
   node.fail("unknown " + what + " " + quote(value) +
             (hint.empty() ? " (expected one of: " + quote_list(choices) + ")" : hint));
-}
-
-// " (already at /routes/0/cache/prewarm/2)" when `value` is in `earlier`,
-// whose elements sit at the same indexes of the array at `array_path`.
-std::string earlier_position(const std::vector<std::string>& earlier, const std::string& value,
-                             const std::string& array_path) {
-  const auto found = std::find(earlier.begin(), earlier.end(), value);
-  if (found == earlier.end()) return "";
-  return " (already at " +
-         pointer_append(array_path, std::to_string(static_cast<size_t>(found - earlier.begin()))) +
-         ")";
 }
 
 CacheGlobal read_cache_global(const Node& node, uint32_t workers) {

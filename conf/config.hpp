@@ -39,9 +39,36 @@ struct Timeouts {
   Millis drain{30'000};           // graceful shutdown deadline
 };
 
+// One certificate (chain) and its private key, PEM files.
+struct TlsCertificate {
+  std::string cert_path;  // absolute, or resolved against the config file's folder
+  std::string key_path;
+  // Server names (SNI) it serves: exact ("api.example.com") or one leading
+  // wildcard label ("*.example.com"). Empty: the DNS names of the
+  // certificate's subjectAltName.
+  std::vector<std::string> names;
+};
+
+struct ListenerTls {
+  // The first certificate is the default (no SNI, or an unknown name).
+  // Several may serve one name (an ECDSA and an RSA one): the client gets
+  // the one it supports.
+  std::vector<TlsCertificate> certificates;
+  std::string min_version = "TLSv1.2";  // "TLSv1.2" | "TLSv1.3"
+  // TLS 1.2 cipher list (OpenSSL syntax) and TLS 1.3 cipher suites.
+  std::string ciphers =
+      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+      "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+  std::string ciphersuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+  Millis handshake_timeout{10'000};
+  bool session_tickets = true;
+  Millis ticket_key_rotation{3'600'000};  // a new ticket key this often (the previous still decrypts)
+};
+
 struct Listener {
   HostPort address;
   int backlog = 511;
+  std::optional<ListenerTls> tls;  // absent: plain HTTP
 };
 
 struct Admin {

@@ -19,11 +19,12 @@ http::ParserLimits fetch_limits() {
 
 }  // namespace
 
-CacheFetch::CacheFetch(WorkerCache& cache, size_t route, std::string host, std::string target,
-                       const std::string& extra_lines, cache::ResponsePtr stale, Kind kind,
-                       bool pinned, Done done)
+CacheFetch::CacheFetch(WorkerCache& cache, size_t route, std::string_view scheme, std::string host,
+                       std::string target, const std::string& extra_lines, cache::ResponsePtr stale,
+                       Kind kind, bool pinned, Done done)
     : cache_(cache),
       route_(route),
+      scheme_(scheme),
       kind_(kind),
       pinned_(pinned),
       done_(std::move(done)),
@@ -48,20 +49,20 @@ CacheFetch::CacheFetch(WorkerCache& cache, size_t route, std::string host, std::
   auto r = parsed_request_.feed(request_.data(), request_.size());
   const conf::Config& config = cache_.worker().config();
   if (r.event == http::Http1Parser::Event::kHeadComplete) {
-    key_ = cache::make_cache_key("http", normalize_host(host_), target_,
+    key_ = cache::make_cache_key(scheme, normalize_host(host_), target_,
                                  config.routes[route_].cache->key, parsed_request_.head());
   }
 }
 
-std::string CacheFetch::key_for(const conf::Config& config, size_t route, const std::string& host,
-                                const std::string& target) {
+std::string CacheFetch::key_for(const conf::Config& config, size_t route, std::string_view scheme,
+                                const std::string& host, const std::string& target) {
   const std::string request = "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
   http::Http1Parser parser(http::Http1Parser::Kind::kRequest, fetch_limits());
   if (parser.feed(request.data(), request.size()).event !=
       http::Http1Parser::Event::kHeadComplete) {
     return {};
   }
-  return cache::make_cache_key("http", normalize_host(host), target,
+  return cache::make_cache_key(scheme, normalize_host(host), target,
                                config.routes[route].cache->key, parser.head());
 }
 
@@ -124,7 +125,7 @@ void CacheFetch::on_response_head(const http::MessageHead& head) {
   }
   if (head.status >= 500) return;  // keep what is stored (stale-if-error)
   const conf::Config& config = cache_.worker().config();
-  ForwardContext ctx{"", "http", "", group_->name(), &config.routes[route_].response_headers, ""};
+  ForwardContext ctx{"", scheme_, "", group_->name(), &config.routes[route_].response_headers, ""};
   CaptureRequest req{&parsed_request_.head(), key_, normalize_host(host_), target_,
                      request_time_ms_};
   const cache::StoreDecision d = capture_.start(req, head, route->policy, ctx, now);

@@ -25,16 +25,17 @@ class CacheFetch final : public upstream::ExchangeSink {
   // `extra_lines`: request header lines to send ("Name: value\r\n"...),
   // e.g. the Vary'd headers of the client whose request triggered it.
   // `stale`: the entry being refreshed (its validators are sent), or null.
-  CacheFetch(WorkerCache& cache, size_t route, std::string host, std::string target,
-             const std::string& extra_lines, cache::ResponsePtr stale, Kind kind, bool pinned,
-             Done done);
+  // `scheme`: "http" or "https", the clients' scheme (part of the cache key).
+  CacheFetch(WorkerCache& cache, size_t route, std::string_view scheme, std::string host,
+             std::string target, const std::string& extra_lines, cache::ResponsePtr stale,
+             Kind kind, bool pinned, Done done);
   CacheFetch(const CacheFetch&) = delete;
   CacheFetch& operator=(const CacheFetch&) = delete;
   ~CacheFetch() = default;
 
   // The cache key a pre-warm fetch of `target` with Host `host` stores under.
-  static std::string key_for(const conf::Config& config, size_t route, const std::string& host,
-                             const std::string& target);
+  static std::string key_for(const conf::Config& config, size_t route, std::string_view scheme,
+                             const std::string& host, const std::string& target);
 
   void start();
   // Worker shutdown: drops the exchange without reporting.
@@ -58,6 +59,7 @@ class CacheFetch final : public upstream::ExchangeSink {
 
   WorkerCache& cache_;
   size_t route_;
+  std::string_view scheme_;  // a literal ("http"/"https")
   Kind kind_;
   bool pinned_;
   Done done_;

@@ -51,10 +51,12 @@ std::string_view ClientConnection::state_name(State s) {
   return "?";
 }
 
-ClientConnection::ClientConnection(Worker& worker)
+ClientConnection::ClientConnection(Worker& worker, const TlsServerContext* tls, size_t listener)
     : worker_(worker),
       io_(worker.io()),
-      parser_(http::Http1Parser::Kind::kRequest, request_limits(worker.config().limits)) {
+      parser_(http::Http1Parser::Kind::kRequest, request_limits(worker.config().limits)),
+      tls_ctx_(tls),
+      listener_(listener) {
   uv_tcp_init(io_.loop, &tcp_);
   timer_.init(io_.loop, this, [](void* self) { static_cast<ClientConnection*>(self)->on_timer(); });
   tcp_.data = this;
@@ -94,7 +96,12 @@ void ClientConnection::start() {
       uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), client_ip_, sizeof client_ip_);
     }
   }
-  set_timer(TimerPhase::kHeader);  // the first request must arrive in time
+  if (tls_ctx_ != nullptr) {
+    tls_ = std::make_unique<TlsSession>(tls_ctx_->new_ssl());
+    set_timer(TimerPhase::kHandshake);
+  } else {
+    set_timer(TimerPhase::kHeader);  // the first request must arrive in time
+  }
   start_reading();
 }
 
@@ -107,7 +114,10 @@ void ClientConnection::start_reading() {
       as_stream(&tcp_),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
         auto* self = static_cast<ClientConnection*>(h->data);
-        *buf = self->in_.prepare(self->io_.blocks);
+        // TLS reads ciphertext into the worker's scratch buffer (OpenSSL
+        // copies it at once); plain HTTP reads straight into the request buffer.
+        *buf = self->tls_ ? uv_buf_init(self->io_.tls_scratch, sizeof self->io_.tls_scratch)
+                          : self->in_.prepare(self->io_.blocks);
       },
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
         static_cast<ClientConnection*>(s->data)->on_read(nread);
@@ -128,18 +138,18 @@ void ClientConnection::on_read(ssize_t nread) {
       close();  // reset: nobody to answer
       return;
     }
-    read_eof_ = true;
-    // A client may half-close after a complete request and still expect
-    // the response; anything else ends here.
-    const bool answer_pending = (state_ == State::kWaitingUpstream ||
-                                 state_ == State::kWaitingCache || state_ == State::kProxying) &&
-                                request_complete_;
-    if (!answer_pending && state_ != State::kLocalReply) close();
+    on_peer_eof();
     return;
   }
-  in_.commit(static_cast<size_t>(nread));
   worker_.stats().add(worker_.layout().received_bytes, static_cast<uint64_t>(nread));
   exchange_bytes_in_ += static_cast<uint64_t>(nread);
+  if (tls_) {
+    // Handshake records, or records that only complete with the next read,
+    // give no plaintext yet.
+    if (tls_input(static_cast<size_t>(nread)) == 0) return;
+  } else {
+    in_.commit(static_cast<size_t>(nread));
+  }
   if (state_ == State::kIdle) {
     exchange_start_ns_ = uv_hrtime();  // a request's clock starts at its first byte
     state_ = State::kReadingHead;
@@ -148,6 +158,103 @@ void ClientConnection::on_read(ssize_t nread) {
     set_timer(TimerPhase::kBody);  // body_read measures the gap between reads
   }
   process_input();
+}
+
+void ClientConnection::on_peer_eof() {
+  read_eof_ = true;
+  // A client may half-close after a complete request and still expect
+  // the response; anything else ends here.
+  const bool answer_pending = (state_ == State::kWaitingUpstream ||
+                               state_ == State::kWaitingCache || state_ == State::kProxying) &&
+                              request_complete_;
+  if (!answer_pending && state_ != State::kLocalReply) close();
+}
+
+// ---- TLS -------------------------------------------------------------------
+
+size_t ClientConnection::tls_input(size_t n) {
+  tls_->feed(std::string_view(io_.tls_scratch, n));
+  if (!tls_->established()) {
+    const size_t keep = std::min(n, sizeof tls_first_bytes_ - tls_first_len_);
+    std::memcpy(tls_first_bytes_ + tls_first_len_, io_.tls_scratch, keep);
+    tls_first_len_ += keep;
+    const TlsSession::Result r = tls_->handshake();
+    send_tls_output();
+    if (r == TlsSession::Result::kError) {
+      if (TlsSession::looks_like_http(std::string_view(tls_first_bytes_, tls_first_len_))) {
+        count_tls(metrics::TlsResult::kPlainHttp);
+        reject_plain_http();
+      } else {
+        count_tls(metrics::TlsResult::kFailed);
+        LogLine(LogLevel::kDebug, "TLS handshake failed")
+            .kv("client", client_ip_)
+            .kv("reason", tls_->error());
+        close();
+      }
+      return 0;
+    }
+    if (r != TlsSession::Result::kOk) return 0;  // more handshake to come
+    count_tls(tls_->resumed() ? metrics::TlsResult::kResumed : metrics::TlsResult::kFull);
+    set_timer(TimerPhase::kHeader);  // the first request must arrive in time
+  }
+  return pump_tls();
+}
+
+size_t ClientConnection::pump_tls() {
+  size_t total = 0;
+  for (;;) {
+    const uv_buf_t buf = in_.prepare(io_.blocks);
+    if (buf.len == 0) break;  // the request buffer is full: decrypt later
+    size_t n = 0;
+    const TlsSession::Result r = tls_->read(buf.base, buf.len, n);
+    if (r == TlsSession::Result::kOk) {
+      in_.commit(n);
+      total += n;
+      continue;
+    }
+    if (r == TlsSession::Result::kClosed) {
+      send_tls_output();
+      on_peer_eof();  // close_notify: the client's side ended
+      return total;
+    }
+    if (r == TlsSession::Result::kError) {
+      LogLine(LogLevel::kDebug, "TLS error").kv("client", client_ip_).kv("reason", tls_->error());
+      close();
+      return 0;
+    }
+    break;  // kWantMore
+  }
+  send_tls_output();  // post-handshake messages (TLS 1.3 tickets, key updates)
+  return total;
+}
+
+void ClientConnection::count_tls(metrics::TlsResult result) {
+  const auto& cells = worker_.layout().tls_handshakes;
+  if (listener_ < cells.size() && !cells[listener_].empty()) {
+    worker_.stats().add(cells[listener_][static_cast<size_t>(result)]);
+  }
+}
+
+void ClientConnection::send_tls_output() {
+  if (!tls_ || tls_->output_size() == 0 || state_ == State::kClosing) return;
+  WriteBatch* b = io_.batches.acquire();
+  tls_->take_output(b->owned());
+  submit(b);
+}
+
+void ClientConnection::reject_plain_http() {
+  static constexpr std::string_view kBody = "The plain HTTP request was sent to an HTTPS port\n";
+  tls_.reset();  // the answer goes out unencrypted
+  WriteBatch* b = io_.batches.acquire();
+  std::string& out = b->owned();
+  out.append(
+      "HTTP/1.1 400 Bad Request\r\nServer: torii\r\nContent-Type: text/plain; charset=utf-8\r\n");
+  out.append("Content-Length: ").append(std::to_string(kBody.size()));
+  out.append("\r\nConnection: close\r\n\r\n").append(kBody);
+  status_ = 400;
+  record_exchange();
+  submit(b);
+  close_after_flush();
 }
 
 bool ClientConnection::input_blocked() const {
@@ -177,7 +284,11 @@ void ClientConnection::process_input() {
   while (!input_blocked()) {
     auto r = parser_.feed(in_.unparsed_data(), in_.unparsed_size());
     in_.consume(r.consumed);
-    if (r.event == Event::kNeedMore) break;
+    if (r.event == Event::kNeedMore) {
+      // TLS may hold decrypted bytes the request buffer had no room for.
+      if (tls_ && state_ != State::kClosing && pump_tls() > 0) continue;
+      break;
+    }
     switch (r.event) {
       case Event::kHeadComplete:
         on_request_head();
@@ -248,13 +359,9 @@ void ClientConnection::forward_request() {
     out().append_static(kContinue);
     flush();
   }
-  ForwardContext ctx{client_ip_,
-                     "http",
-                     request_id_,
-                     group_->name(),
-                     nullptr,
-                     cache_.request_lines,
-                     cache_.head_as_get ? "GET" : ""};
+  ForwardContext ctx{
+      client_ip_,           tls_ ? "https" : "http",        request_id_, group_->name(), nullptr,
+      cache_.request_lines, cache_.head_as_get ? "GET" : ""};
   upstream_head_.clear();
   build_upstream_request_head(head, ctx, upstream_head_);
   // A body-less request is complete with its head: a client that
@@ -362,7 +469,7 @@ void ClientConnection::on_response_head(const http::MessageHead& head) {
   response_started_ = true;
   status_ = head.status;
   ForwardContext ctx{client_ip_,
-                     "http",
+                     tls_ ? "https" : "http",
                      request_id_,
                      group_->name(),
                      &worker_.config().routes[route_index_].response_headers,
@@ -607,6 +714,22 @@ void ClientConnection::flush() {
     io_.batches.recycle(b);
     return;
   }
+  if (tls_) {
+    // The one copy TLS costs: plaintext spans in, one ciphertext buffer out.
+    bool ok = true;
+    b->for_each_span([&](std::string_view span) { ok = ok && tls_->write(span); });
+    io_.batches.recycle(b);
+    if (!ok) {
+      close();
+      return;
+    }
+    b = io_.batches.acquire();
+    tls_->take_output(b->owned());
+  }
+  submit(b);
+}
+
+void ClientConnection::submit(WriteBatch* b) {
   const uint64_t n = b->bytes();
   worker_.stats().add(worker_.layout().sent_bytes, n);
   exchange_bytes_out_ += n;
@@ -618,6 +741,10 @@ void ClientConnection::close_after_flush() {
   closing_after_flush_ = true;
   stop_reading();
   abort_upstream();
+  if (tls_ && tls_->established()) {
+    tls_->close_notify();  // a graceful TLS close says so
+    send_tls_output();
+  }
   state_ = State::kLocalReply;
   set_timer(TimerPhase::kSend);  // a client that never reads does not hold us forever
   shutdown_req_.data = this;
@@ -689,6 +816,9 @@ void ClientConnection::set_timer(TimerPhase phase) {
     case TimerPhase::kCacheLock:
       ms = static_cast<uint64_t>(c.cache.lock_timeout.count());
       break;
+    case TimerPhase::kHandshake:
+      ms = tls_ctx_ != nullptr ? tls_ctx_->handshake_timeout_ms() : 10'000;
+      break;
   }
   timer_.arm(ms);
 }
@@ -717,6 +847,11 @@ void ClientConnection::on_timer() {
       break;
     case TimerPhase::kSend:
       close();  // the client stopped reading
+      break;
+    case TimerPhase::kHandshake:
+      LogLine(LogLevel::kDebug, "TLS handshake timed out").kv("client", client_ip_);
+      count_tls(metrics::TlsResult::kTimeout);
+      close();
       break;
     case TimerPhase::kCacheLock:
       // The fetch we waited for takes too long: ask the origin ourselves.

@@ -19,6 +19,8 @@
 #include "common/write_batch.hpp"
 #include "gateway/header_rewrite.hpp"
 #include "gateway/response_capture.hpp"
+#include "gateway/tls_context.hpp"
+#include "gateway/tls_session.hpp"
 #include "metrics/stats.hpp"
 #include "upstream/exchange_sink.hpp"
 #include "upstream/upstream_pool.hpp"
@@ -43,7 +45,9 @@ class ClientConnection final : public upstream::ExchangeSink,
   };
   static std::string_view state_name(State s);
 
-  explicit ClientConnection(Worker& worker);
+  // `tls`: the listener's TLS context (null: plain HTTP).
+  explicit ClientConnection(Worker& worker, const TlsServerContext* tls = nullptr,
+                            size_t listener = 0);
   ClientConnection(const ClientConnection&) = delete;
   ClientConnection& operator=(const ClientConnection&) = delete;
 
@@ -60,6 +64,7 @@ class ClientConnection final : public upstream::ExchangeSink,
 
   State state() const { return state_; }
   std::list<ClientConnection>::iterator self_;  // position in the worker's list
+  bool is_tls() const { return tls_ != nullptr; }
 
   // upstream::ExchangeSink
   void on_upstream_ready(upstream::UpstreamConnection& conn) override;
@@ -76,7 +81,16 @@ class ClientConnection final : public upstream::ExchangeSink,
   void on_fill_done() override;
 
  private:
-  enum class TimerPhase : uint8_t { kNone, kKeepAlive, kHeader, kBody, kQueue, kSend, kCacheLock };
+  enum class TimerPhase : uint8_t {
+    kNone,
+    kKeepAlive,
+    kHeader,
+    kBody,
+    kQueue,
+    kSend,
+    kCacheLock,
+    kHandshake,
+  };
 
   // The cache's part of the current exchange (routes with a cache only).
   struct CacheExchange {
@@ -105,6 +119,19 @@ class ClientConnection final : public upstream::ExchangeSink,
   void start_reading();
   void stop_reading();
   void on_read(ssize_t nread);
+  // The peer ended its side (TCP FIN, or TLS close_notify).
+  void on_peer_eof();
+  // TLS: ciphertext arrived in io_.tls_scratch; advances the handshake and
+  // decrypts into in_. Returns the plaintext bytes added.
+  size_t tls_input(size_t n);
+  // TLS: decrypts what OpenSSL holds into in_ while it has room.
+  size_t pump_tls();
+  // TLS: sends the ciphertext OpenSSL produced (handshake, alerts, tickets).
+  void send_tls_output();
+  // Plain HTTP sent to a TLS port: a plain 400 and a close (as nginx does).
+  void reject_plain_http();
+  // Counts and submits a batch of wire bytes.
+  void submit(WriteBatch* b);
   void on_timer();
   void set_timer(TimerPhase phase);
   void process_input();
@@ -143,6 +170,12 @@ class ClientConnection final : public upstream::ExchangeSink,
   TimerPhase timer_phase_ = TimerPhase::kNone;
   http::Http1Parser parser_;
   ReadBuffer in_;
+  const TlsServerContext* tls_ctx_;
+  std::unique_ptr<TlsSession> tls_;  // null: plain HTTP
+  char tls_first_bytes_[8] = {};     // to recognise plain HTTP on a TLS port
+  size_t tls_first_len_ = 0;
+  size_t listener_ = 0;  // index into config.listeners (TLS metrics)
+  void count_tls(metrics::TlsResult result);
   WriteBatch* out_ = nullptr;  // being filled; submitted by flush()
 
   // The current exchange.

@@ -40,7 +40,8 @@ bool ClientConnection::lookup_cache(const RouteCache& route, const std::string& 
     cache_.status_line = "Cache-Status: torii; fwd=method\r\n";
     return false;
   }
-  cache::make_cache_key(cache_.key, "http", host, head.target, route.config->key, head);
+  cache::make_cache_key(cache_.key, tls_ ? "https" : "http", host, head.target, route.config->key,
+                        head);
   cache_.host = host;
   const int64_t now = wc.now_ms();
   cache_.request_time_ms = now;
@@ -191,7 +192,7 @@ bool ClientConnection::cache_response_head(const http::MessageHead& head) {
   std::string_view detail;
   if (cache_.store) {
     ForwardContext ctx{client_ip_,
-                       "http",
+                       tls_ ? "https" : "http",
                        request_id_,
                        group_->name(),
                        &worker_.config().routes[route_index_].response_headers,

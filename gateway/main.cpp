@@ -12,6 +12,7 @@
 #include "conf/config.hpp"
 #include "gateway/master.hpp"
 #include "gateway/pid_file.hpp"
+#include "gateway/tls_context.hpp"
 #include "gateway/version.hpp"
 
 namespace {
@@ -67,6 +68,17 @@ int main(int argc, char** argv) {
   torii::conf::Config config;
   try {
     config = torii::conf::load_config_file(config_path);
+    if (test_only) {
+      // Certificates and keys are loaded and checked too (the master does
+      // the same at start-up and on reload).
+      auto keys = std::make_shared<torii::gateway::TicketKeys>();
+      keys->rotate(torii::gateway::TicketKeys::generate());
+      for (const auto& ctx : torii::gateway::build_tls_contexts(config, keys)) {
+        if (!ctx) continue;
+        for (const std::string& w : ctx->warnings())
+          std::fprintf(stderr, "warning: %s\n", w.c_str());
+      }
+    }
   } catch (const torii::conf::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

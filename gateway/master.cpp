@@ -389,6 +389,19 @@ int Master::run() {
   signal(SIGPIPE, SIG_IGN);  // peers closing sockets must not kill anyone
   adopt_inherited_sockets();
   try {
+    ticket_keys_ = std::make_shared<TicketKeys>();
+    ticket_keys_->rotate(TicketKeys::generate());
+    current_->tls = build_tls_contexts(*current_->config, ticket_keys_);
+    for (const auto& ctx : current_->tls) {
+      if (!ctx) continue;
+      for (const std::string& w : ctx->warnings())
+        LogLine(LogLevel::kWarn, "TLS certificate").kv("problem", w);
+    }
+  } catch (const std::exception& e) {
+    LogLine(LogLevel::kError, "cannot load TLS certificates").kv("error", e.what());
+    return 1;
+  }
+  try {
     ensure_sockets(*current_->config);
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "cannot open listener").kv("error", e.what());
@@ -559,7 +572,8 @@ void Master::become_worker(WorkerProcess& w, int control_fd) {
   WorkerStats stats{&stats_segment_->header(w.stats_slot),
                     config.stats_enabled ? stats_segment_->cells(w.stats_slot) : nullptr,
                     w.generation->layout};
-  run_worker_process(config, w.index, std::move(mine), std::move(stats), control_fd);
+  run_worker_process(config, w.index, std::move(mine), std::move(stats), control_fd,
+                     w.generation->tls);
 }
 
 void Master::retire(WorkerProcess& w) {
@@ -667,6 +681,10 @@ void Master::on_reload() {
       throw std::runtime_error("the admin address cannot change on reload (restart instead)");
     }
     ensure_sockets(*config);
+    auto keys = std::make_shared<TicketKeys>(*ticket_keys_);
+    keys->rotate(TicketKeys::generate());
+    gen->tls = build_tls_contexts(*config, keys);
+    ticket_keys_ = keys;
     gen->layout = metrics::build_layout(stats_registry_, *config);
     gen->config = std::move(config);
   } catch (const std::exception& e) {

@@ -21,6 +21,7 @@
 #include "gateway/control_channel.hpp"
 #include "gateway/listen_socket.hpp"
 #include "gateway/prewarm_relay.hpp"
+#include "gateway/tls_context.hpp"
 #include "metrics/exposition.hpp"
 #include "metrics/stats.hpp"
 
@@ -45,6 +46,7 @@ class Master {
     uint64_t number = 0;
     std::shared_ptr<const conf::Config> config;
     metrics::StatsLayout layout;
+    ListenerTlsContexts tls;  // per listener, null for plain ones
   };
   // One worker process (alive, or waiting to be respawned).
   struct WorkerProcess {
@@ -115,6 +117,10 @@ class Master {
   std::list<std::unique_ptr<ControlChannel>> closing_channels_;
   std::unique_ptr<PurgeCoordinator> purger_;
   std::unique_ptr<PrewarmRelay> prewarm_relay_;
+  // Session-ticket keys, shared by every worker through the fork: a TLS
+  // session resumes on any worker. A reload adds a new key (the previous
+  // one still decrypts).
+  std::shared_ptr<TicketKeys> ticket_keys_;
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_, sigwinch_;
   std::string executable_;
   std::vector<std::string> args_;

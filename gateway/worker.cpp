@@ -26,7 +26,7 @@ uint64_t splitmix64(uint64_t& x) {
 }  // namespace
 
 Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-               WorkerStats stats, int control_fd)
+               WorkerStats stats, int control_fd, ListenerTlsContexts tls)
     : io_(&loop_),
       config_(config),
       index_(index),
@@ -35,6 +35,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
       slot_header_(stats.header),
       layout_(std::move(stats.layout)),
       stats_(stats.cells),
+      tls_(std::move(tls)),
       control_fd_(control_fd),
       access_log_(&loop_, config_.access_log),
       log_writer_(&loop_) {
@@ -151,7 +152,9 @@ int Worker::run() {
   // reports ready. Meanwhile connections for its socket wait in the queue
   // (on a reload, the previous generation's worker keeps accepting on the
   // same socket until this one is ready).
-  cache_->start_prewarm(first_listener_authority(), [this] {
+  const bool first_is_tls = !listen_fds_.empty() && listen_fds_.front().listener < tls_.size() &&
+                            tls_[listen_fds_.front().listener] != nullptr;
+  cache_->start_prewarm(first_is_tls ? "https" : "http", first_listener_authority(), [this] {
     if (draining_) return;
     if (!start_serving()) {
       log_writer_.stop();
@@ -169,6 +172,8 @@ bool Worker::start_serving() {
   for (const ListenFd& lf : listen_fds_) {
     auto l = std::make_unique<Listener>();
     l->worker = this;
+    l->tls = lf.listener < tls_.size() ? tls_[lf.listener].get() : nullptr;
+    l->index = lf.listener;
     uv_tcp_init(&loop_, &l->tcp);
     l->tcp.data = l.get();
     int rc = uv_tcp_open(&l->tcp, lf.fd);
@@ -214,7 +219,8 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   if (draining_) return;
-  ClientConnection& conn = new_connection();
+  const auto* listener = static_cast<Listener*>(server->data);
+  ClientConnection& conn = new_connection(listener->tls, listener->index);
   if (!conn.accept(server)) return;
   if (connections_.size() > config_.limits.max_connections) {
     // Over the cap: shed this one rather than degrade every connection.
@@ -224,8 +230,8 @@ void Worker::on_connection(uv_stream_t* server, int status) {
   }
 }
 
-ClientConnection& Worker::new_connection() {
-  connections_.emplace_back(*this);
+ClientConnection& Worker::new_connection(const TlsServerContext* tls, size_t listener) {
+  connections_.emplace_back(*this, tls, listener);
   ClientConnection& conn = connections_.back();
   conn.self_ = std::prev(connections_.end());
   return conn;
@@ -253,7 +259,7 @@ void Worker::start_drain(bool for_reload) {
     for (;;) {
       int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (client < 0) break;
-      new_connection().adopt(client);
+      new_connection(l->tls, l->index).adopt(client);
     }
     uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
   }
@@ -290,13 +296,14 @@ void Worker::close_all_handles() {
 }
 
 void run_worker_process(const conf::Config& config, unsigned index,
-                        std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
-                        int control_fd) {
+                        std::vector<Worker::ListenFd> listen_fds, WorkerStats stats, int control_fd,
+                        ListenerTlsContexts tls) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;
   try {
-    Worker worker(config, index, std::move(listen_fds), std::move(stats), control_fd);
+    Worker worker(config, index, std::move(listen_fds), std::move(stats), control_fd,
+                  std::move(tls));
     rc = worker.run();
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "worker failed").kv("worker", index).kv("error", e.what());

@@ -17,6 +17,7 @@
 #include "gateway/control_channel.hpp"
 #include "gateway/log_writer.hpp"
 #include "gateway/router.hpp"
+#include "gateway/tls_context.hpp"
 #include "gateway/worker_cache.hpp"
 #include "metrics/access_log.hpp"
 #include "metrics/stats.hpp"
@@ -42,7 +43,7 @@ class Worker {
   };
   // `control_fd`: this worker's end of the master's control channel (-1: none).
   Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-         WorkerStats stats, int control_fd = -1);
+         WorkerStats stats, int control_fd = -1, ListenerTlsContexts tls = {});
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -74,6 +75,8 @@ class Worker {
   struct Listener {
     uv_tcp_t tcp;
     Worker* worker;
+    const TlsServerContext* tls;  // null: plain HTTP
+    size_t index;                 // into config.listeners
   };
   void on_connection(uv_stream_t* server, int status);
   // After pre-warming: listen, report ready. False if a socket failed.
@@ -81,7 +84,7 @@ class Worker {
   // "127.0.0.1:8080" of the first listening socket (Host for pre-warming wildcard routes).
   std::string first_listener_authority() const;
   // A connection owned by connections_, not yet accepted.
-  ClientConnection& new_connection();
+  ClientConnection& new_connection(const TlsServerContext* tls, size_t listener);
   void start_drain(bool for_reload);
   void maybe_finish();
   void close_all_handles();
@@ -103,6 +106,7 @@ class Worker {
   metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::unique_ptr<WorkerCache> cache_;
+  ListenerTlsContexts tls_;  // per listener (the master's, inherited through fork)
   int control_fd_;
   std::unique_ptr<ControlChannel> control_;
   std::vector<std::unique_ptr<Listener>> listeners_;
@@ -121,6 +125,6 @@ class Worker {
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
                                      std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
-                                     int control_fd);
+                                     int control_fd, ListenerTlsContexts tls);
 
 }  // namespace torii::gateway

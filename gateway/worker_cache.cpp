@@ -93,11 +93,12 @@ uint64_t WorkerCache::jitter(uint64_t range) {
   return rng_ % range;
 }
 
-CacheFetch& WorkerCache::new_fetch(size_t route, std::string host, std::string target,
-                                   const std::string& extra, cache::ResponsePtr stale,
-                                   CacheFetch::Kind kind, bool pinned, CacheFetch::Done done) {
-  fetches_.emplace_back(*this, route, std::move(host), std::move(target), extra, std::move(stale),
-                        kind, pinned, std::move(done));
+CacheFetch& WorkerCache::new_fetch(size_t route, std::string_view scheme, std::string host,
+                                   std::string target, const std::string& extra,
+                                   cache::ResponsePtr stale, CacheFetch::Kind kind, bool pinned,
+                                   CacheFetch::Done done) {
+  fetches_.emplace_back(*this, route, scheme, std::move(host), std::move(target), extra,
+                        std::move(stale), kind, pinned, std::move(done));
   return fetches_.back();
 }
 
@@ -126,8 +127,9 @@ void WorkerCache::revalidate_in_background(size_t route, const cache::ResponsePt
   std::string host(request_authority(client));
   if (host.empty()) host = stale->host;
   CacheFetch& f =
-      new_fetch(route, std::move(host), stale->target, extra, stale, CacheFetch::Kind::kRevalidate,
-                false, [this](CacheFetch& fetch, bool) { fills_.end(fetch.key()); });
+      new_fetch(route, stale->key.starts_with("https\n") ? "https" : "http", std::move(host),
+                stale->target, extra, stale, CacheFetch::Kind::kRevalidate, false,
+                [this](CacheFetch& fetch, bool) { fills_.end(fetch.key()); });
   if (f.key().empty() || !fills_.begin(f.key())) {
     f.cancel();
     return;
@@ -137,7 +139,9 @@ void WorkerCache::revalidate_in_background(size_t route, const cache::ResponsePt
 
 // ---- pre-warming -------------------------------------------------------------
 
-void WorkerCache::start_prewarm(const std::string& listener_host, std::function<void()> ready) {
+void WorkerCache::start_prewarm(std::string_view scheme, const std::string& listener_host,
+                                std::function<void()> ready) {
+  prewarm_scheme_ = scheme;
   uv_loop_t* loop = worker_.io().loop;
   uv_timer_init(loop, &housekeeping_);
   housekeeping_.data = this;
@@ -164,7 +168,7 @@ void WorkerCache::start_prewarm(const std::string& listener_host, std::function<
       p.route = rc.route;
       p.host = is_exact_host(match_host) ? match_host : listener_host;
       p.target = target;
-      p.key = CacheFetch::key_for(config, rc.route, p.host, p.target);
+      p.key = CacheFetch::key_for(config, rc.route, prewarm_scheme_, p.host, p.target);
       uv_timer_init(loop, &p.timer);
       uv_unref(reinterpret_cast<uv_handle_t*>(&p.timer));
       p.timer.data = &p;
@@ -293,7 +297,7 @@ void WorkerCache::fetch_prewarm(Prewarm& p) {
   const CacheFetch::Kind kind =
       p.done_once ? CacheFetch::Kind::kRefresh : CacheFetch::Kind::kPrewarm;
   Prewarm* pp = &p;
-  CacheFetch& f = new_fetch(p.route, p.host, p.target, "", nullptr, kind, true,
+  CacheFetch& f = new_fetch(p.route, prewarm_scheme_, p.host, p.target, "", nullptr, kind, true,
                             [this, pp](CacheFetch& fetch, bool ok) {
                               pp->fetching = false;
                               fills_.end(fetch.key());

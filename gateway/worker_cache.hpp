@@ -68,7 +68,9 @@ class WorkerCache {
   // when granted), then calls `ready` (also when the pre-warm timeout
   // passes first); keeps them refreshed afterwards.
   // `listener_host` ("127.0.0.1:8080") is the Host for wildcard routes.
-  void start_prewarm(const std::string& listener_host, std::function<void()> ready);
+  // `scheme` ("http"/"https", a literal): the first listener's, for the keys.
+  void start_prewarm(std::string_view scheme, const std::string& listener_host,
+                     std::function<void()> ready);
   // Removes matching entries (see Store::purge); returns how many.
   size_t purge(std::string_view host, std::string_view target, bool prefix);
   // Worker shutdown: stops timers and background fetches.
@@ -101,7 +103,7 @@ class WorkerCache {
   void finish_prewarm_phase();
   void sync_gauges();
   void sweep_finished();
-  CacheFetch& new_fetch(size_t route, std::string host, std::string target,
+  CacheFetch& new_fetch(size_t route, std::string_view scheme, std::string host, std::string target,
                         const std::string& extra, cache::ResponsePtr stale, CacheFetch::Kind kind,
                         bool pinned, CacheFetch::Done done);
   uint64_t jitter(uint64_t range);
@@ -113,6 +115,7 @@ class WorkerCache {
   std::list<CacheFetch> fetches_;
   std::list<Prewarm> prewarm_;
   std::function<void()> ready_;
+  std::string_view prewarm_scheme_ = "http";
   std::function<void(const std::string&)> send_control_;
   bool syncing_ = false;  // waiting for the master's copies
   uv_timer_t housekeeping_{};

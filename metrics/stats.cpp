@@ -86,6 +86,11 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
        "Memory held by stored responses (payload and bookkeeping), all workers.",
        SeriesKind::kGauge,
        {}},
+      {"torii_tls_handshakes_total",
+       "TLS handshakes on client connections, by how they ended (full, resumed, failed, timeout, "
+       "plain_http: plain HTTP sent to the TLS port).",
+       SeriesKind::kCounter,
+       {"listener", "result"}},
   }};
   return kFamilies;
 }
@@ -128,6 +133,24 @@ const char* outcome_name(Outcome o) {
     case Outcome::kResponseTimeout:
       return "response_timeout";
     case Outcome::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+const char* tls_result_name(TlsResult r) {
+  switch (r) {
+    case TlsResult::kFull:
+      return "full";
+    case TlsResult::kResumed:
+      return "resumed";
+    case TlsResult::kFailed:
+      return "failed";
+    case TlsResult::kTimeout:
+      return "timeout";
+    case TlsResult::kPlainHttp:
+      return "plain_http";
+    case TlsResult::kCount:
       break;
   }
   return "unknown";
@@ -222,6 +245,17 @@ StatsLayout build_layout(StatsRegistry& reg, const conf::Config& config) {
     l.cache_requests.push_back(std::move(requests));
     l.cache_stores.push_back(stores);
     l.cache_fetches.push_back(std::move(fetches));
+  }
+  for (const conf::Listener& listener : config.listeners) {
+    std::vector<uint32_t> cells;
+    if (listener.tls) {
+      for (size_t r = 0; r < static_cast<size_t>(TlsResult::kCount); ++r) {
+        cells.push_back(
+            reg.cell(Family::kTlsHandshakes,
+                     {listener.address.str(), tls_result_name(static_cast<TlsResult>(r))}));
+      }
+    }
+    l.tls_handshakes.push_back(std::move(cells));
   }
   if (any_cache) {
     l.cache_evictions = reg.cell(Family::kCacheEvictions, {});

@@ -50,6 +50,7 @@ enum class Family : uint16_t {
   kCachePurged,          // counter
   kCacheEntries,         // gauge
   kCacheBytes,           // gauge
+  kTlsHandshakes,        // counter   listener, result
   kCount
 };
 
@@ -95,6 +96,10 @@ enum class CacheResult : uint8_t {
   kCount
 };
 const char* cache_result_name(CacheResult r);
+// How a TLS connection's handshake ended.
+enum class TlsResult : uint8_t { kFull, kResumed, kFailed, kTimeout, kPlainHttp, kCount };
+const char* tls_result_name(TlsResult r);
+
 // Background fetch kinds (pre-warm, refresh ahead of expiry, stale-while-revalidate).
 inline constexpr const char* kCacheFetchKinds[] = {"prewarm", "refresh", "revalidate"};
 inline constexpr size_t kCacheFetchKindCount = 3;
@@ -153,6 +158,8 @@ struct StatsLayout {
   uint32_t cache_purged = 0;
   uint32_t cache_entries = 0;
   uint32_t cache_bytes = 0;
+  // [listener][TlsResult]; empty for plain listeners.
+  std::vector<std::vector<uint32_t>> tls_handshakes;
 
   uint32_t request_cell(size_t route, size_t method, size_t status_class) const {
     return requests[(route * kMethodCount + method) * kStatusClassCount + status_class];

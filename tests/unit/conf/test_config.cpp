@@ -1198,4 +1198,491 @@ TEST_CASE("cache: errors name the right route") {
   });
 }
 
+// ---------------------------------------------------------------------------
+// Listener TLS
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh temporary folder for a config file and the PEM files it names.
+// The files are empty: the config only checks that they can be read (their
+// contents are checked when the TLS contexts are built).
+class TlsDir {
+ public:
+  TlsDir()
+      : dir_(fs::temp_directory_path() /
+             ("torii_test_tls_" + std::to_string(::getpid()) + "_" + std::to_string(next_id_++))) {
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const char* name : {"a.pem", "a.key", "b.pem", "b.key"}) touch(name);
+  }
+  ~TlsDir() {
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+  TlsDir(const TlsDir&) = delete;
+  TlsDir& operator=(const TlsDir&) = delete;
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string config_path() const { return path("torii.json"); }
+
+  // Creates an empty file (and its folders) at `name`, relative to the folder.
+  void touch(const std::string& name) const {
+    fs::create_directories((dir_ / name).parent_path());
+    std::ofstream out(dir_ / name);
+  }
+
+  // Writes `text` as the folder's config file and loads it.
+  Config load(const std::string& text) const {
+    {
+      std::ofstream out(config_path(), std::ios::binary | std::ios::trunc);
+      out << text;
+    }
+    return load_config_file(config_path());
+  }
+
+ private:
+  static inline int next_id_ = 0;
+  fs::path dir_;
+};
+
+// kMinimal whose listener has `tls` (JSON text) as its "tls".
+std::string with_tls(const std::string& tls) {
+  json config = json::parse(kMinimal);
+  config["listeners"][0]["tls"] = json::parse(tls);
+  return config.dump();
+}
+
+// Loads `text` from `dir`, expecting a ConfigError at `path` whose problem
+// contains `problem`.
+void check_load_rejected(const TlsDir& dir, const std::string& text, const std::string& path,
+                         const std::string& problem) {
+  try {
+    (void)dir.load(text);
+    FAIL("accepted, expected error at \"" << path << "\": " << problem);
+  } catch (const ConfigError& e) {
+    INFO("what(): " << std::string(e.what()));
+    CHECK(e.file() == dir.config_path());
+    CHECK(e.json_path() == path);
+    CHECK(contains(e.problem(), problem));
+    CHECK(std::string(e.what()) == dir.config_path() + ": " + path + ": " + e.problem());
+  }
+}
+
+struct TlsCase {
+  const char* name;
+  const char* tls;  // the listener's "tls" value, certificate paths relative to the TlsDir
+  const char* path;
+  std::string problem;
+};
+
+void run_tls_cases(const std::vector<TlsCase>& cases) {
+  const TlsDir dir;
+  for (const TlsCase& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_load_rejected(dir, with_tls(c.tls), c.path, c.problem);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tls: the issue's listener snippet parses, everything else defaulted") {
+  const TlsDir dir;
+  const Config config = dir.load(R"({
+    "listeners": [
+      {"address": "127.0.0.1:8443", "tls": {"certificates": [{"cert": "a.pem", "key": "a.key"}]}},
+      {"address": "127.0.0.1:8080"}
+    ],
+    "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+    "routes": [{"upstream": "app"}]})");
+  REQUIRE(config.listeners.size() == 2);
+  CHECK(config.listeners[0].address.str() == "127.0.0.1:8443");
+  REQUIRE(config.listeners[0].tls.has_value());
+  CHECK_FALSE(config.listeners[1].tls.has_value());
+  const ListenerTls& tls = *config.listeners[0].tls;
+  REQUIRE(tls.certificates.size() == 1);
+  // Relative paths are resolved against the config file's folder.
+  CHECK(tls.certificates[0].cert_path == dir.path("a.pem"));
+  CHECK(tls.certificates[0].key_path == dir.path("a.key"));
+  CHECK(tls.certificates[0].names.empty());
+  CHECK(tls.min_version == "TLSv1.2");
+  CHECK(tls.ciphers ==
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+  CHECK(tls.ciphersuites ==
+        "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+  CHECK(tls.handshake_timeout == 10s);
+  CHECK(tls.session_tickets);
+  CHECK(tls.ticket_key_rotation == 1h);
+  // The same defaults as a default-constructed ListenerTls.
+  const ListenerTls defaults;
+  CHECK(tls.ciphers == defaults.ciphers);
+  CHECK(tls.ciphersuites == defaults.ciphersuites);
+  CHECK(tls.handshake_timeout == defaults.handshake_timeout);
+  CHECK(tls.ticket_key_rotation == defaults.ticket_key_rotation);
+  // Without "tls" a listener is plain HTTP.
+  CHECK_FALSE(parse_config(kMinimal, kFile).listeners[0].tls.has_value());
+}
+
+TEST_CASE("tls: every key is read into its field") {
+  const TlsDir dir;
+  dir.touch("certs/rsa.pem");
+  dir.touch("certs/rsa.key");
+  const json config_json = {
+      {"listeners",
+       {{{"address", "0.0.0.0:443"},
+         {"tls",
+          {{"certificates",
+            {{{"cert", "a.pem"},
+              {"key", "a.key"},
+              {"names", {"Example.COM", "*.Example.com", "api.example.com"}}},
+             // An absolute path, and a second certificate for the same names (RSA next to ECDSA).
+             {{"cert", dir.path("b.pem")},
+              {"key", dir.path("b.key")},
+              {"names", {"example.com", "*.example.com"}}},
+             {{"cert", "certs/rsa.pem"}, {"key", "./certs/rsa.key"}}}},
+           {"min_version", "TLSv1.3"},
+           {"ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384:!aNULL"},
+           {"ciphersuites", "TLS_AES_256_GCM_SHA384"},
+           {"handshake_timeout", "5m"},
+           {"session_tickets", false},
+           {"ticket_key_rotation", "168h"}}}},
+        {{"address", "[::]:443"},
+         {"tls",
+          {{"certificates", {{{"cert", "b.pem"}, {"key", "b.key"}}}},
+           {"handshake_timeout", "250ms"},
+           {"ticket_key_rotation", "1m"}}}}}},
+      {"upstreams", {{"app", {{"servers", {"127.0.0.1:9001"}}}}}},
+      {"routes", {{{"upstream", "app"}}}}};
+  const Config config = dir.load(config_json.dump());
+  REQUIRE(config.listeners.size() == 2);
+  REQUIRE(config.listeners[0].tls.has_value());
+  const ListenerTls& a = *config.listeners[0].tls;
+  REQUIRE(a.certificates.size() == 3);
+  CHECK(a.certificates[0].cert_path == dir.path("a.pem"));
+  CHECK(a.certificates[0].key_path == dir.path("a.key"));
+  CHECK(a.certificates[0].names ==
+        std::vector<std::string>{"example.com", "*.example.com", "api.example.com"});
+  CHECK(a.certificates[1].cert_path == dir.path("b.pem"));
+  CHECK(a.certificates[1].key_path == dir.path("b.key"));
+  CHECK(a.certificates[1].names == std::vector<std::string>{"example.com", "*.example.com"});
+  CHECK(a.certificates[2].cert_path == dir.path("certs/rsa.pem"));
+  CHECK(a.certificates[2].key_path == dir.path("./certs/rsa.key"));
+  CHECK(a.certificates[2].names.empty());
+  CHECK(a.min_version == "TLSv1.3");
+  CHECK(a.ciphers == "ECDHE-ECDSA-AES256-GCM-SHA384:!aNULL");
+  CHECK(a.ciphersuites == "TLS_AES_256_GCM_SHA384");
+  CHECK(a.handshake_timeout == 5min);
+  CHECK_FALSE(a.session_tickets);
+  CHECK(a.ticket_key_rotation == 168h);
+  REQUIRE(config.listeners[1].tls.has_value());
+  const ListenerTls& b = *config.listeners[1].tls;
+  REQUIRE(b.certificates.size() == 1);
+  CHECK(b.certificates[0].cert_path == dir.path("b.pem"));
+  CHECK(b.min_version == "TLSv1.2");
+  CHECK(b.handshake_timeout == 250ms);
+  CHECK(b.session_tickets);
+  CHECK(b.ticket_key_rotation == 1min);
+}
+
+TEST_CASE("tls: absolute paths, and relative ones when the config name has no folder") {
+  const TlsDir dir;
+  const Config config =
+      parse_config(with_tls(R"({"certificates": [{"cert": ")" + dir.path("a.pem") +
+                            R"(", "key": ")" + dir.path("a.key") + R"("}]})"),
+                   "torii.json");
+  CHECK(config.listeners[0].tls->certificates[0].cert_path == dir.path("a.pem"));
+  // No folder part: a relative path is kept as is (so it is relative to the
+  // current directory), and the error shows it unchanged.
+  try {
+    (void)parse_config(
+        with_tls(R"({"certificates": [{"cert": "torii-no-such-file.pem", "key": "x.key"}]})"),
+        "torii.json");
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    CHECK(e.json_path() == "/listeners/0/tls/certificates/0/cert");
+    CHECK(e.problem() ==
+          "cannot read certificate file \"torii-no-such-file.pem\": No such file or directory");
+  }
+}
+
+TEST_CASE("tls: certificate and key files must be readable") {
+  const TlsDir dir;
+  const std::string base = "/listeners/0/tls/certificates/0";
+  SUBCASE("missing certificate, named by its resolved path") {
+    check_load_rejected(
+        dir, with_tls(R"({"certificates": [{"cert": "missing.pem", "key": "a.key"}]})"),
+        base + "/cert",
+        "cannot read certificate file \"" + dir.path("missing.pem") +
+            "\" (\"missing.pem\" relative to the config file): No such file or directory");
+  }
+  SUBCASE("missing key, absolute path") {
+    check_load_rejected(dir,
+                        with_tls(R"({"certificates": [{"cert": "a.pem", "key": ")" +
+                                 dir.path("missing.key") + R"("}]})"),
+                        base + "/key",
+                        "cannot read private key file \"" + dir.path("missing.key") +
+                            "\": No such file or directory");
+  }
+  SUBCASE("the second certificate") {
+    check_load_rejected(dir, with_tls(R"({"certificates": [{"cert": "a.pem", "key": "a.key"},
+                                                           {"cert": "b.pem", "key": "c.key"}]})"),
+                        "/listeners/0/tls/certificates/1/key", "No such file or directory");
+  }
+  SUBCASE("a directory") {
+    dir.touch("certs/x.pem");
+    check_load_rejected(dir, with_tls(R"({"certificates": [{"cert": "certs", "key": "a.key"}]})"),
+                        base + "/cert", "it is a directory");
+  }
+  SUBCASE("unreadable key") {
+    fs::permissions(dir.path("a.key"), fs::perms::none);
+    // root reads it anyway; then there is nothing to check.
+    if (::access(dir.path("a.key").c_str(), R_OK) == 0) {
+      MESSAGE("running as root: a mode 000 file is still readable, check skipped");
+    } else {
+      check_load_rejected(dir, with_tls(R"({"certificates": [{"cert": "a.pem", "key": "a.key"}]})"),
+                          base + "/key",
+                          "cannot read private key file \"" + dir.path("a.key") +
+                              "\" (\"a.key\" relative to the config file): Permission denied");
+    }
+    fs::permissions(dir.path("a.key"), fs::perms::owner_read | fs::perms::owner_write);
+  }
+}
+
+TEST_CASE("tls: structure, paths and unknown keys") {
+  std::string too_many = R"({"certificates": [)";
+  for (int i = 0; i < 101; ++i) {
+    too_many += std::string(i == 0 ? "" : ",") + R"({"cert": "a.pem", "key": "a.key"})";
+  }
+  too_many += "]}";
+  const TlsDir dir;
+  check_load_rejected(dir, with_tls(too_many), "/listeners/0/tls/certificates",
+                      "at most 100 certificates, got 101");
+  run_tls_cases({
+      {"tls type", "true", "/listeners/0/tls", "expected an object, got true"},
+      {"no certificates", "{}", "/listeners/0/tls", "missing required key \"certificates\""},
+      {"empty certificates", R"({"certificates": []})", "/listeners/0/tls/certificates",
+       "must not be empty: a TLS listener needs at least one certificate"},
+      {"certificates type", R"({"certificates": {"cert": "a.pem", "key": "a.key"}})",
+       "/listeners/0/tls/certificates", "expected an array of {\"cert\": ..., \"key\": ...}"},
+      {"certificate type", R"({"certificates": ["a.pem"]})", "/listeners/0/tls/certificates/0",
+       "expected an object, got the string \"a.pem\""},
+      {"no key", R"({"certificates": [{"cert": "a.pem"}]})", "/listeners/0/tls/certificates/0",
+       "missing required key \"key\""},
+      {"no cert", R"({"certificates": [{"key": "a.key"}]})", "/listeners/0/tls/certificates/0",
+       "missing required key \"cert\""},
+      {"empty cert path", R"({"certificates": [{"cert": "", "key": "a.key"}]})",
+       "/listeners/0/tls/certificates/0/cert", "the certificate path must not be empty"},
+      {"key path type", R"({"certificates": [{"cert": "a.pem", "key": 1}]})",
+       "/listeners/0/tls/certificates/0/key", "expected a string, got the number 1"},
+      {"unknown tls key", R"({"certificates": [{"cert": "a.pem", "key": "a.key"}],
+                              "min_verison": "TLSv1.3"})",
+       "/listeners/0/tls/min_verison",
+       "unknown key \"min_verison\" (did you mean \"min_version\"?)"},
+      {"unknown tls key before the missing one", R"({"certificate": []})",
+       "/listeners/0/tls/certificate", "(did you mean \"certificates\"?)"},
+      {"unknown tls key, not close", R"({"certificates": [{"cert": "a.pem", "key": "a.key"}],
+                                         "zzzzzzzz": 1})",
+       "/listeners/0/tls/zzzzzzzz",
+       "(expected one of: \"certificates\", \"min_version\", \"ciphers\", \"ciphersuites\", "
+       "\"handshake_timeout\", \"session_tickets\", \"ticket_key_rotation\")"},
+      {"unknown certificate key", R"({"certificates": [{"crt": "a.pem", "key": "a.key"}]})",
+       "/listeners/0/tls/certificates/0/crt", "unknown key \"crt\" (did you mean \"cert\"?)"},
+      {"unknown certificate key, names", R"({"certificates": [{"cert": "a.pem", "key": "a.key",
+                                                                "name": ["a.example"]}]})",
+       "/listeners/0/tls/certificates/0/name", "(did you mean \"names\"?)"},
+      {"session_ticket", R"({"certificates": [{"cert": "a.pem", "key": "a.key"}],
+                             "session_ticket": true})",
+       "/listeners/0/tls/session_ticket", "(did you mean \"session_tickets\"?)"},
+  });
+  // The admin endpoint has no TLS.
+  run_patch_cases({
+      {"admin tls", R"([{"op": "add", "path": "/admin/tls", "value": {}}])", "/admin/tls",
+       "unknown key \"tls\" (expected one of: \"address\", \"token\")"},
+  });
+}
+
+TEST_CASE("tls: server names") {
+  const std::string long_label(64, 'a');
+  const std::string label63(63, 'a');
+  // 4 * 64 - 1 = 255 characters.
+  const std::string too_long = label63 + "." + label63 + "." + label63 + "." + label63;
+  const std::string long_label_names =
+      R"({"certificates": [{"cert": "a.pem", "key": "a.key", "names": [")" + long_label +
+      R"(.example.com"]}]})";
+  const std::string too_long_names =
+      R"({"certificates": [{"cert": "a.pem", "key": "a.key", "names": [")" + too_long + R"("]}]})";
+  const std::string names_path = "/listeners/0/tls/certificates/0/names";
+  const TlsDir dir;
+  check_load_rejected(dir, with_tls(long_label_names), names_path + "/0",
+                      "is longer than 63 characters");
+  check_load_rejected(dir, with_tls(too_long_names), names_path + "/0",
+                      "longer than 253 characters (255)");
+  // The longest accepted: 253 characters, labels of 63.
+  const std::string longest = label63 + "." + label63 + "." + label63 + "." + std::string(61, 'b');
+  const Config longest_config = dir.load(with_tls(
+      R"({"certificates": [{"cert": "a.pem", "key": "a.key", "names": [")" + longest + R"("]}]})"));
+  CHECK(longest_config.listeners[0].tls->certificates[0].names[0].size() == 253);
+
+  const auto with_names = [](const char* names) {
+    return std::string(R"({"certificates": [{"cert": "a.pem", "key": "a.key", "names": )") + names +
+           "}]}";
+  };
+  struct NameCase {
+    const char* name;
+    const char* names;
+    const char* index;
+    const char* problem;
+  };
+  const std::vector<NameCase> cases = {
+      {"two wildcards", R"(["*.*.example.com"])", "/0",
+       "invalid server name \"*.*.example.com\": '*' is only allowed once, as the whole first "
+       "label"},
+      {"* alone", R"(["*"])", "/0", "invalid server name \"*\": \"*\" alone is not a server name"},
+      {"wildcard not leading", R"(["api.*.example.com"])", "/0",
+       "'*' is only allowed once, as the whole first label, as in \"*.example.com\""},
+      {"wildcard at the end", R"(["example.*"])", "/0", "'*' is only allowed once"},
+      {"partial wildcard label", R"(["*api.example.com"])", "/0", "'*' is only allowed once"},
+      {"wildcard over one label", R"(["*.com"])", "/0",
+       "a wildcard needs at least two labels after \"*.\""},
+      {"underscore", R"(["api_v1.example.com"])", "/0",
+       "invalid server name \"api_v1.example.com\": invalid character \"_\" (a name is made of "
+       "letters, digits, '-' and '.')"},
+      {"space", R"(["a b.example.com"])", "/0", "invalid character \" \""},
+      {"port", R"(["example.com:443"])", "/0", "invalid character \":\""},
+      {"non-ASCII", R"(["caf\u00e9.example"])", "/0", "\"xn--\" form"},
+      {"leading dot", R"([".example.com"])", "/0",
+       "empty label (a leading, trailing or double dot)"},
+      {"trailing dot", R"(["example.com."])", "/0", "empty label"},
+      {"double dot", R"(["a..example.com"])", "/0", "empty label"},
+      {"hyphen", R"(["-a.example.com"])", "/0", "label \"-a\" starts or ends with '-'"},
+      {"IP address", R"(["10.0.0.1"])", "/0", "an IP address is not a server name"},
+      {"empty name", R"([""])", "/0", "a server name must not be empty"},
+      {"not a string", R"([1])", "/0", "expected a string, got the number 1"},
+      {"duplicate, other case", R"(["api.example.com", "x.example.com", "API.example.com"])", "/2",
+       "duplicate server name \"api.example.com\" (already at "
+       "/listeners/0/tls/certificates/0/names/0) (names are case-insensitive)"},
+      {"duplicate wildcard", R"(["*.example.com", "*.example.com"])", "/1",
+       "duplicate server name \"*.example.com\""},
+      {"empty list", "[]", "", "must not be empty (leave \"names\" out to use the DNS names"},
+      {"not a list", R"("example.com")", "",
+       "expected an array of server names such as [\"example.com\", \"*.example.com\"]"},
+  };
+  for (const NameCase& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_load_rejected(dir, with_tls(with_names(c.names)), names_path + c.index, c.problem);
+  }
+  // Good names, including digits in labels and one character ones.
+  const Config config =
+      dir.load(with_tls(with_names(R"(["x.y", "*.a-b.c0", "123.example.com", "xn--caf-dma.fr"])")));
+  CHECK(config.listeners[0].tls->certificates[0].names ==
+        std::vector<std::string>{"x.y", "*.a-b.c0", "123.example.com", "xn--caf-dma.fr"});
+}
+
+TEST_CASE("tls: protocol versions, ciphers and timings") {
+  const std::string ok_certificates = R"("certificates": [{"cert": "a.pem", "key": "a.key"}])";
+  const auto tls = [&](const char* rest) { return "{" + ok_certificates + ", " + rest + "}"; };
+  const TlsDir dir;
+  struct Case {
+    const char* name;
+    std::string tls;
+    const char* key;
+    const char* problem;
+  };
+  const std::vector<Case> cases = {
+      {"TLS 1.1", tls(R"("min_version": "TLSv1.1")"), "min_version",
+       "\"TLSv1.1\" is not supported: TLS 1.0 and 1.1 (and SSL) are obsolete and insecure (RFC "
+       "8996); use \"TLSv1.2\" (the default) or \"TLSv1.3\""},
+      {"TLS 1.0", tls(R"("min_version": "TLSv1.0")"), "min_version",
+       "\"TLSv1.0\" is not supported: TLS 1.0 and 1.1"},
+      {"TLSv1", tls(R"("min_version": "TLSv1")"), "min_version", "is not supported"},
+      {"tls1.1", tls(R"("min_version": "tls1.1")"), "min_version", "is not supported"},
+      {"SSLv3", tls(R"("min_version": "SSLv3")"), "min_version",
+       "\"SSLv3\" is not supported: TLS 1.0 and 1.1 (and SSL) are obsolete"},
+      {"typo", tls(R"("min_version": "TLSv13")"), "min_version",
+       "unknown TLS version \"TLSv13\" (did you mean \"TLSv1.3\"?); expected \"TLSv1.2\" or "
+       "\"TLSv1.3\" (TLS 1.0 and 1.1 are not supported)"},
+      {"case", tls(R"("min_version": "tlsv1.2")"), "min_version", "(did you mean \"TLSv1.2\"?)"},
+      {"not close", tls(R"("min_version": "1.3")"), "min_version",
+       "unknown TLS version \"1.3\"; expected \"TLSv1.2\" or \"TLSv1.3\" (TLS 1.0 and 1.1 are not "
+       "supported)"},
+      {"version type", tls(R"("min_version": 1.3)"), "min_version", "expected a string"},
+      {"empty ciphers", tls(R"("ciphers": "")"), "ciphers",
+       "ciphers must not be empty (leave it out for the default)"},
+      {"spaces in ciphers", tls(R"("ciphers": "ECDHE-RSA-AES128-GCM-SHA256 ECDHE")"), "ciphers",
+       "must not contain spaces, control characters or non-ASCII bytes (separate the names with "
+       "':')"},
+      {"control character in ciphersuites", tls(R"("ciphersuites": "TLS_AES_128_GCM_SHA256\n")"),
+       "ciphersuites", "ciphersuites \"TLS_AES_128_GCM_SHA256\\n\" must not contain spaces"},
+      {"empty ciphersuites", tls(R"("ciphersuites": "")"), "ciphersuites",
+       "ciphersuites must not be empty"},
+      {"ciphers type", tls(R"("ciphers": ["a"])"), "ciphers", "expected a string, got an array"},
+      {"handshake zero", tls(R"("handshake_timeout": "0s")"), "handshake_timeout",
+       "must be greater than zero"},
+      {"handshake too long", tls(R"("handshake_timeout": "301s")"), "handshake_timeout",
+       "must be at most 5m, got \"301s\""},
+      {"handshake no unit", tls(R"("handshake_timeout": "10")"), "handshake_timeout",
+       "invalid duration \"10\": missing unit"},
+      {"session_tickets type", tls(R"("session_tickets": "yes")"), "session_tickets",
+       "expected true or false, got the string \"yes\""},
+      {"rotation too short", tls(R"("ticket_key_rotation": "59s")"), "ticket_key_rotation",
+       "must be at least 1m, got \"59s\""},
+      {"rotation too long", tls(R"("ticket_key_rotation": "169h")"), "ticket_key_rotation",
+       "must be at most 168h (7 days), got \"169h\""},
+      {"rotation in days", tls(R"("ticket_key_rotation": "7d")"), "ticket_key_rotation",
+       "invalid duration \"7d\": unknown unit \"d\""},
+  };
+  for (const Case& c : cases) {
+    INFO("case: " << std::string(c.name));
+    check_load_rejected(dir, with_tls(c.tls), std::string("/listeners/0/tls/") + c.key, c.problem);
+  }
+}
+
+TEST_CASE("tls: errors name the right listener") {
+  const TlsDir dir;
+  check_load_rejected(dir, R"({
+    "listeners": [{"address": "127.0.0.1:8080"},
+                  {"address": "127.0.0.1:8443",
+                   "tls": {"certificates": [{"cert": "a.pem", "key": "a.key"}],
+                           "min_version": "TLSv1.1"}}],
+    "upstreams": {"app": {"servers": ["127.0.0.1:9001"]}},
+    "routes": [{"upstream": "app"}]})",
+                      "/listeners/1/tls/min_version", "is not supported");
+}
+
+TEST_CASE("```jsonc blocks in docs/CONFIG.md load next to their certificate files") {
+  // These blocks name certificate files, which cannot exist wherever the
+  // ```json blocks are checked: each is loaded from a folder holding an empty
+  // file for every relative cert and key path it names.
+  const std::string text = read_text(source_root() / "docs" / "CONFIG.md");
+  REQUIRE(!text.empty());
+  size_t count = 0;
+  const std::string open = "```jsonc\n";
+  for (size_t start = text.find(open); start != std::string::npos; start = text.find(open, start)) {
+    start += open.size();
+    const size_t end = text.find("```", start);
+    REQUIRE(end != std::string::npos);
+    const std::string block = text.substr(start, end - start);
+    INFO("block:\n" << block);
+    const json document = json::parse(block, nullptr, /*allow_exceptions=*/true,
+                                      /*ignore_comments=*/true);
+    const TlsDir dir;
+    for (const json& listener : document.at("listeners")) {
+      if (!listener.contains("tls")) continue;
+      for (const json& certificate : listener.at("tls").at("certificates")) {
+        for (const char* key : {"cert", "key"}) {
+          const std::string path = certificate.at(key).get<std::string>();
+          REQUIRE_MESSAGE(path.front() != '/', "use relative paths in examples: " << path);
+          dir.touch(path);
+        }
+      }
+    }
+    CHECK_NOTHROW((void)dir.load(block));
+    ++count;
+    start = end + 3;
+  }
+  CHECK(count > 0);
+}
+
 TEST_SUITE_END();

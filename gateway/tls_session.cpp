@@ -1,0 +1,129 @@
+#include "gateway/tls_session.hpp"
+
+#include <openssl/err.h>
+
+#include <array>
+
+namespace torii::gateway {
+
+TlsSession::TlsSession(SSL* ssl) : ssl_(ssl) {
+  in_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(BIO_s_mem());
+  // An empty memory BIO reads as "retry later", not end of file.
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both now
+  SSL_set_accept_state(ssl_);
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+void TlsSession::feed(std::string_view ciphertext) {
+  if (!ciphertext.empty()) BIO_write(in_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+}
+
+TlsSession::Result TlsSession::fail() {
+  unsigned long e = 0;
+  unsigned long last = 0;
+  while ((e = ERR_get_error()) != 0) last = e;
+  const char* reason = last != 0 ? ERR_reason_error_string(last) : nullptr;
+  error_ = reason != nullptr ? reason : "TLS protocol error";
+  return Result::kError;
+}
+
+TlsSession::Result TlsSession::handshake() {
+  if (established_) return Result::kOk;
+  const int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    established_ = true;
+    return Result::kOk;
+  }
+  switch (SSL_get_error(ssl_, rc)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      return Result::kWantMore;
+    case SSL_ERROR_ZERO_RETURN:
+      return Result::kClosed;
+    default:
+      return fail();
+  }
+}
+
+TlsSession::Result TlsSession::read(char* buf, size_t capacity, size_t& n) {
+  n = 0;
+  if (!established_) {
+    const Result r = handshake();
+    if (r != Result::kOk) return r;
+  }
+  size_t got = 0;
+  const int rc = SSL_read_ex(ssl_, buf, capacity, &got);
+  if (rc == 1) {
+    n = got;
+    return Result::kOk;
+  }
+  switch (SSL_get_error(ssl_, rc)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      return Result::kWantMore;
+    case SSL_ERROR_ZERO_RETURN:
+      return Result::kClosed;
+    default:
+      return fail();
+  }
+}
+
+bool TlsSession::write(std::string_view plaintext) {
+  while (!plaintext.empty()) {
+    size_t written = 0;
+    if (SSL_write_ex(ssl_, plaintext.data(), plaintext.size(), &written) != 1) {
+      fail();
+      return false;
+    }
+    plaintext.remove_prefix(written);
+  }
+  return true;
+}
+
+void TlsSession::take_output(std::string& out) {
+  std::array<char, 16384> chunk;
+  for (;;) {
+    const int n = BIO_read(out_, chunk.data(), static_cast<int>(chunk.size()));
+    if (n <= 0) break;
+    out.append(chunk.data(), static_cast<size_t>(n));
+  }
+}
+
+size_t TlsSession::output_size() const { return BIO_ctrl_pending(out_); }
+
+void TlsSession::close_notify() {
+  if (established_) SSL_shutdown(ssl_);
+}
+
+std::string_view TlsSession::alpn() const {
+  const unsigned char* p = nullptr;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(ssl_, &p, &len);
+  return p == nullptr ? std::string_view()
+                      : std::string_view(reinterpret_cast<const char*>(p), len);
+}
+
+std::string_view TlsSession::version() const { return SSL_get_version(ssl_); }
+
+std::string_view TlsSession::server_name() const {
+  const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  return name != nullptr ? std::string_view(name) : std::string_view();
+}
+
+bool TlsSession::resumed() const { return SSL_session_reused(ssl_) == 1; }
+
+bool TlsSession::looks_like_http(std::string_view first_bytes) {
+  for (std::string_view method :
+       {"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE "}) {
+    if (first_bytes.size() >= method.size() && first_bytes.substr(0, method.size()) == method) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace torii::gateway

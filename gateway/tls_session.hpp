@@ -1,0 +1,70 @@
+// One TLS connection driven through memory BIOs (sans-I/O): the caller
+// feeds the ciphertext it read from the socket, takes plaintext out, puts
+// plaintext in and sends the ciphertext that comes out. Nothing here ever
+// blocks or touches a socket, so it runs on the worker's loop and is tested
+// without one. The ciphertext copy on the way in and out is the one copy
+// TLS costs.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace torii::gateway {
+
+class TlsSession {
+ public:
+  enum class Result : uint8_t {
+    kOk,        // progress (handshake done, bytes read)
+    kWantMore,  // needs more ciphertext from the peer
+    kClosed,    // the peer sent close_notify
+    kError,     // protocol error: the connection must end
+  };
+
+  // Takes ownership of a server-side `ssl` (TlsServerContext::new_ssl()).
+  explicit TlsSession(SSL* ssl);
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+  ~TlsSession();
+
+  // Ciphertext read from the socket.
+  void feed(std::string_view ciphertext);
+  // Advances the handshake; kOk once it is complete.
+  Result handshake();
+  bool established() const { return established_; }
+  // Decrypts into [buf, buf + capacity); `n` gets the byte count (kOk only).
+  Result read(char* buf, size_t capacity, size_t& n);
+  // Encrypts `plaintext` (all of it: a memory BIO never pushes back).
+  // False after a fatal error.
+  bool write(std::string_view plaintext);
+  // Ciphertext waiting to be sent (handshake records, data, alerts),
+  // appended to `out`.
+  void take_output(std::string& out);
+  size_t output_size() const;
+  // Queues close_notify (a graceful close).
+  void close_notify();
+
+  std::string_view alpn() const;
+  std::string_view version() const;      // "TLSv1.3"
+  std::string_view server_name() const;  // SNI sent by the client, or ""
+  bool resumed() const;
+  // The OpenSSL reason of the last error ("wrong version number", ...).
+  const std::string& error() const { return error_; }
+
+  // True when `first_bytes` start like an HTTP/1.x request: plain HTTP
+  // sent to a TLS port (answered with a plain 400, as nginx does).
+  static bool looks_like_http(std::string_view first_bytes);
+
+ private:
+  Result fail();
+
+  SSL* ssl_;
+  BIO* in_;   // ciphertext from the peer (owned by ssl_)
+  BIO* out_;  // ciphertext to the peer (owned by ssl_)
+  bool established_ = false;
+  std::string error_;
+};
+
+}  // namespace torii::gateway
