@@ -1217,8 +1217,21 @@ RouteCache read_route_cache(const Node& node, const RouteMatch& match) {
 }
 
 Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
-  const ObjectReader obj(node, {"name", "match", "upstream", "response_headers", "cache"});
+  const ObjectReader obj(
+      node, {"name", "match", "upstream", "response_headers", "cache", "https_redirect", "hsts"});
   Route route;
+  if (auto n = obj.optional("https_redirect")) route.https_redirect = read_bool(*n);
+  if (auto n = obj.optional("hsts")) {
+    route.hsts = read_string(*n);
+    if (route.hsts.rfind("max-age=", 0) != 0) {
+      n->fail(
+          "hsts must start with max-age=<seconds>, e.g. \"max-age=31536000; includeSubDomains\"");
+    }
+    for (char c : route.hsts) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        n->fail("hsts may not contain control characters");
+    }
+  }
   if (auto n = obj.optional("match")) route.match = read_route_match(*n);
   if (auto n = obj.optional("cache")) {
     route.cache = read_route_cache(*n, route.match);
@@ -1304,6 +1317,16 @@ Config read_config(const Node& root) {
   const Node routes_node = obj.required("routes");
   for (const Node& element : read_array(routes_node, /*allow_empty=*/false)) {
     config.routes.push_back(read_route(element, config.upstreams));
+  }
+  // An HTTPS redirect needs somewhere to go.
+  const bool any_tls = std::any_of(config.listeners.begin(), config.listeners.end(),
+                                   [](const Listener& l) { return l.tls.has_value(); });
+  for (size_t i = 0; i < config.routes.size(); ++i) {
+    if (config.routes[i].https_redirect && !any_tls) {
+      routes_node.element(i)
+          .child("https_redirect")
+          .fail("https_redirect needs a listener with \"tls\" to redirect to");
+    }
   }
   // Route names label metrics and logs: they must tell routes apart.
   for (size_t i = 0; i < config.routes.size(); ++i) {

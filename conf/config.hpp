@@ -59,10 +59,12 @@ struct ListenerTls {
   std::string ciphers =
       "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
       "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-  std::string ciphersuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+  std::string ciphersuites =
+      "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
   Millis handshake_timeout{10'000};
   bool session_tickets = true;
-  Millis ticket_key_rotation{3'600'000};  // a new ticket key this often (the previous still decrypts)
+  Millis ticket_key_rotation{
+      3'600'000};  // a new ticket key this often (the previous still decrypts)
 };
 
 struct Listener {
@@ -167,6 +169,12 @@ struct Route {
   std::string name;  // metric/log label; default "<host><path_prefix>"
   RouteMatch match;
   std::optional<RouteCache> cache;  // absent: the route does not cache
+  // Requests that arrive over plain HTTP get a 308 to the same URL over
+  // HTTPS (the first TLS listener's port; validated: one must exist).
+  bool https_redirect = false;
+  // Strict-Transport-Security value sent on this route's responses over
+  // TLS (never over plain HTTP, RFC 6797 7.2); empty: none.
+  std::string hsts;
   // Added to every response of the route (after the upstream's own headers).
   std::vector<std::pair<std::string, std::string>> response_headers;
   std::string upstream;       // key into Config::upstreams (validated)

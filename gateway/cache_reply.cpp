@@ -22,6 +22,7 @@ void append_per_response_fields(const HitHeadContext& ctx, std::string& out) {
   out.append("\r\nX-Request-Id: ");
   out.append(ctx.request_id);
   out.append("\r\n");
+  out.append(ctx.extra_lines);
   if (ctx.close) {
     out.append("Connection: close\r\n");
   } else if (ctx.http10_keep_alive) {

@@ -22,6 +22,7 @@ struct HitHeadContext {
   bool http10_keep_alive = false;  // Connection: keep-alive for an HTTP/1.0 client
   // The route's own response headers (kept in a 304 from the cache).
   const std::vector<std::pair<std::string, std::string>>* route_headers = nullptr;
+  std::string_view extra_lines = {};  // more "Name: value\r\n" lines (HSTS)
 };
 
 // The owned start of a full answer: the stored status line, then the

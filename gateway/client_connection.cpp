@@ -160,6 +160,28 @@ void ClientConnection::on_read(ssize_t nread) {
   process_input();
 }
 
+void ClientConnection::redirect_to_https(const std::string& host) {
+  const http::MessageHead& head = parser_.head();
+  const RequestTarget target = split_target(head.target);
+  std::string location = "https://";
+  location.append(host);
+  if (worker_.https_port() != 443)
+    location.append(":").append(std::to_string(worker_.https_port()));
+  location.append(target.path_and_query.empty() ? std::string_view("/") : target.path_and_query);
+  // Without reading a body, the connection cannot carry another request.
+  const bool close_after =
+      head.has_body() || draining_ || read_eof_ || worker_.draining() || !head.keep_alive;
+  build_redirect(308, location, request_id_, head.method == "HEAD", close_after,
+                 head.is_http10() && head.keep_alive, out().owned());
+  status_ = 308;
+  record_exchange();
+  flush();
+  state_ = State::kLocalReply;
+  plan_.close_after = close_after;
+  request_complete_ = !close_after;
+  finish_exchange();
+}
+
 void ClientConnection::on_peer_eof() {
   read_eof_ = true;
   // A client may half-close after a complete request and still expect
@@ -345,7 +367,13 @@ void ClientConnection::on_request_head() {
     return;
   }
   route_index_ = *route;
-  group_ = &worker_.group(worker_.config().routes[*route].upstream_index);
+  const conf::Route& route_config = worker_.config().routes[*route];
+  if (!tls_ && route_config.https_redirect) {
+    redirect_to_https(host);
+    return;
+  }
+  hsts_line_ = tls_ ? std::string_view(worker_.hsts_line(*route)) : std::string_view();
+  group_ = &worker_.group(route_config.upstream_index);
   if (const RouteCache* rc = worker_.cache().route(*route)) {
     if (lookup_cache(*rc, host)) return;
   }
@@ -466,6 +494,7 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
 
 void ClientConnection::on_response_head(const http::MessageHead& head) {
   if (cache_.route != nullptr && cache_response_head(head)) return;
+  if (!hsts_line_.empty()) cache_.status_line.append(hsts_line_);
   response_started_ = true;
   status_ = head.status;
   ForwardContext ctx{client_ip_,
@@ -592,6 +621,7 @@ void ClientConnection::finish_exchange() {
 
 void ClientConnection::reset_exchange() {
   release_cache_fill();
+  hsts_line_ = {};
   cache_.route = nullptr;
   cache_.key.clear();
   cache_.stale.reset();
@@ -680,16 +710,16 @@ void ClientConnection::local_reply(Error error, bool close_after) {
   close_after = close_after || draining_ || read_eof_ || worker_.draining();
   const http::MessageHead& head = parser_.head();
   // On a caching route the gateway's own answer says so too (RFC 9211).
+  cache_.status_line.clear();
   if (cache_.route != nullptr) {
     cache_.status_line = "Cache-Status: ";
     append_cache_status(cache_.status_line, cache_.fwd.empty() ? "miss" : cache_.fwd, 0, false, 0,
                         false, false, error_name(error));
     cache_.status_line.append("\r\n");
   }
-  build_local_reply(
-      error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
-      head.is_http10() && head.keep_alive, out().owned(),
-      cache_.route != nullptr ? std::string_view(cache_.status_line) : std::string_view());
+  cache_.status_line.append(hsts_line_);
+  build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
+                    head.is_http10() && head.keep_alive, out().owned(), cache_.status_line);
   status_ = error_status(error);
   record_exchange();
   flush();

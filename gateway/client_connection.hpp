@@ -119,6 +119,8 @@ class ClientConnection final : public upstream::ExchangeSink,
   void start_reading();
   void stop_reading();
   void on_read(ssize_t nread);
+  // A plain-HTTP request on a route with https_redirect: 308 to https.
+  void redirect_to_https(const std::string& host);
   // The peer ended its side (TCP FIN, or TLS close_notify).
   void on_peer_eof();
   // TLS: ciphertext arrived in io_.tls_scratch; advances the handshake and
@@ -175,6 +177,8 @@ class ClientConnection final : public upstream::ExchangeSink,
   char tls_first_bytes_[8] = {};     // to recognise plain HTTP on a TLS port
   size_t tls_first_len_ = 0;
   size_t listener_ = 0;  // index into config.listeners (TLS metrics)
+  // "Strict-Transport-Security: ...\r\n" for this exchange (TLS and a route with hsts).
+  std::string_view hsts_line_;
   void count_tls(metrics::TlsResult result);
   WriteBatch* out_ = nullptr;  // being filled; submitted by flush()
 

@@ -140,7 +140,8 @@ void ClientConnection::serve_cached(const cache::ResponsePtr& r, std::string_vie
                      r->age_ms(now) / 1000,
                      close_after,
                      head.is_http10() && head.keep_alive,
-                     &worker_.config().routes[route_index_].response_headers};
+                     &worker_.config().routes[route_index_].response_headers,
+                     hsts_line_};
   WriteBatch& b = out();
   if (r->status == 200 && has_conditionals(head) &&
       cache::not_modified(head, r->etag, r->last_modified)) {

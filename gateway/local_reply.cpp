@@ -47,4 +47,22 @@ void build_local_reply(Error error, std::string_view request_id, bool head_reque
   }
 }
 
+void build_redirect(int status, std::string_view location, std::string_view request_id,
+                    bool head_request, bool close, bool http10_keep_alive, std::string& out) {
+  const std::string body = "Moved to " + std::string(location) + "\n";
+  out.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+  out.append(http::reason_phrase(status));
+  out.append("\r\nServer: torii\r\nLocation: ").append(location);
+  out.append("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+  out.append(std::to_string(body.size())).append("\r\n");
+  if (!request_id.empty()) out.append("X-Request-Id: ").append(request_id).append("\r\n");
+  if (close) {
+    out.append("Connection: close\r\n");
+  } else if (http10_keep_alive) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+  if (!head_request) out.append(body);
+}
+
 }  // namespace torii::gateway

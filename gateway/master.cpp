@@ -455,6 +455,10 @@ int Master::run() {
   reload_timer_.data = this;
   uv_timer_init(&loop_, &upgrade_timer_);
   upgrade_timer_.data = this;
+  uv_timer_init(&loop_, &ticket_timer_);
+  ticket_timer_.data = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&ticket_timer_));
+  schedule_ticket_rotation();
   if (upgrade_from_ != 0) {
     uv_timer_start(
         &upgrade_timer_,
@@ -470,6 +474,35 @@ int Master::run() {
   LogLine(LogLevel::kInfo, "master exiting").kv("pid", getpid());
   log::flush();
   return 0;
+}
+
+void Master::schedule_ticket_rotation() {
+  uint64_t every_ms = 0;
+  for (const conf::Listener& l : current_->config->listeners) {
+    if (!l.tls || !l.tls->session_tickets) continue;
+    const auto ms = static_cast<uint64_t>(l.tls->ticket_key_rotation.count());
+    every_ms = every_ms == 0 ? ms : std::min(every_ms, ms);
+  }
+  uv_timer_stop(&ticket_timer_);
+  if (every_ms == 0) return;
+  uv_timer_start(
+      &ticket_timer_, [](uv_timer_t* t) { static_cast<Master*>(t->data)->rotate_ticket_key(); },
+      every_ms, every_ms);
+}
+
+void Master::rotate_ticket_key() {
+  // The newest key encrypts from now on; the previous one still decrypts.
+  // Future workers inherit it; running ones get it over their channel.
+  const TicketKey key = TicketKeys::generate();
+  ticket_keys_->rotate(key);
+  const std::string message = ticket_key_message(key);
+  size_t sent = 0;
+  for (WorkerProcess& w : workers_) {
+    if (w.pid == 0 || !w.channel || w.channel->closed()) continue;
+    w.channel->send(message);
+    ++sent;
+  }
+  LogLine(LogLevel::kInfo, "TLS session-ticket key rotated").kv("workers", sent);
 }
 
 void Master::start_generation(const std::shared_ptr<Generation>& gen) {
@@ -718,6 +751,7 @@ void Master::check_new_generation() {
   uv_timer_stop(&reload_timer_);
   const std::shared_ptr<Generation> old = current_;
   current_ = pending_;
+  schedule_ticket_rotation();  // the new config may rotate at another pace
   pending_.reset();
   // The new generation accepts on the same sockets; the old one drains
   // (accepts what is queued, finishes in flight, answers with

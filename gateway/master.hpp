@@ -121,6 +121,9 @@ class Master {
   // session resumes on any worker. A reload adds a new key (the previous
   // one still decrypts).
   std::shared_ptr<TicketKeys> ticket_keys_;
+  uv_timer_t ticket_timer_;  // rotates ticket_keys_ (and the workers' copies)
+  void schedule_ticket_rotation();
+  void rotate_ticket_key();
   uv_signal_t sigchld_, sigterm_, sigint_, sigquit_, sighup_, sigusr1_, sigusr2_, sigwinch_;
   std::string executable_;
   std::vector<std::string> args_;

@@ -205,6 +205,66 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
   return self;
 }
 
+namespace {
+
+std::string to_hex(const unsigned char* p, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 15]);
+  }
+  return out;
+}
+
+bool from_hex(std::string_view hex, unsigned char* out, size_t n) {
+  if (hex.size() != 2 * n) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const int hi = nibble(hex[2 * i]);
+    const int lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+  }
+  return true;
+}
+
+}  // namespace
+
+// {"op":"tls-ticket-key","key":"<hex of name, AES key, HMAC key>"}: only
+// ever on the master's socketpairs.
+std::string ticket_key_message(const TicketKey& key) {
+  unsigned char raw[sizeof key.name + sizeof key.aes_key + sizeof key.hmac_key];
+  std::memcpy(raw, key.name, sizeof key.name);
+  std::memcpy(raw + sizeof key.name, key.aes_key, sizeof key.aes_key);
+  std::memcpy(raw + sizeof key.name + sizeof key.aes_key, key.hmac_key, sizeof key.hmac_key);
+  std::string out = R"({"op":"tls-ticket-key","key":")" + to_hex(raw, sizeof raw) + "\"}";
+  OPENSSL_cleanse(raw, sizeof raw);
+  return out;
+}
+
+std::optional<TicketKey> parse_ticket_key_message(const std::string& message) {
+  constexpr std::string_view kPrefix = R"({"op":"tls-ticket-key","key":")";
+  if (message.size() != kPrefix.size() + 2 * 80 + 2 ||
+      message.compare(0, kPrefix.size(), kPrefix) != 0 ||
+      message.compare(message.size() - 2, 2, "\"}") != 0) {
+    return std::nullopt;
+  }
+  unsigned char raw[80];
+  if (!from_hex(std::string_view(message).substr(kPrefix.size(), 160), raw, sizeof raw))
+    return std::nullopt;
+  TicketKey k{};
+  std::memcpy(k.name, raw, 16);
+  std::memcpy(k.aes_key, raw + 16, 32);
+  std::memcpy(k.hmac_key, raw + 48, 32);
+  OPENSSL_cleanse(raw, sizeof raw);
+  return k;
+}
+
 ListenerTlsContexts build_tls_contexts(const conf::Config& config,
                                        const std::shared_ptr<TicketKeys>& keys) {
   ListenerTlsContexts out(config.listeners.size());

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -64,6 +65,8 @@ class TlsServerContext {
   const std::vector<std::string>& warnings() const { return warnings_; }
   const TicketKeys& ticket_keys() const { return *keys_; }
   uint64_t handshake_timeout_ms() const { return handshake_timeout_ms_; }
+  // A scheduled rotation (from the master): `key` encrypts new tickets.
+  void add_ticket_key(const TicketKey& key) { keys_->rotate(key); }
 
  private:
   TlsServerContext() = default;
@@ -80,6 +83,10 @@ class TlsServerContext {
   std::shared_ptr<TicketKeys> keys_;
   uint64_t handshake_timeout_ms_ = 10'000;
 };
+
+// The control message that hands a new ticket key to the workers, and back.
+std::string ticket_key_message(const TicketKey& key);
+std::optional<TicketKey> parse_ticket_key_message(const std::string& message);
 
 // The TLS contexts of every listener of `config` (null for plain ones),
 // indexed like config.listeners. Throws conf::ConfigError.

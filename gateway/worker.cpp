@@ -51,6 +51,21 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
         io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i)));
   }
   cache_ = std::make_unique<WorkerCache>(*this);
+  for (const conf::Route& r : config_.routes) {
+    hsts_lines_.push_back(r.hsts.empty() ? std::string()
+                                         : "Strict-Transport-Security: " + r.hsts + "\r\n");
+  }
+  for (const ListenFd& lf : listen_fds_) {
+    if (lf.listener >= tls_.size() || !tls_[lf.listener]) continue;
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (getsockname(lf.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      https_port_ =
+          ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    }
+    break;
+  }
 }
 
 Worker::~Worker() {
@@ -122,6 +137,15 @@ int Worker::run() {
         &loop_, control_fd_,
         [this](ControlChannel& ch, const std::string& message) {
           if (cache_->on_control_message(message)) return;
+          if (auto key = parse_ticket_key_message(message)) {
+            // Every context of this generation shares one key set.
+            for (const auto& ctx : tls_) {
+              if (!ctx) continue;
+              ctx->add_ticket_key(*key);
+              break;
+            }
+            return;
+          }
           const std::string reply = handle_purge_message(message, [this](const PurgeRequest& r) {
             return cache_->purge(r.host, r.target, r.prefix);
           });

@@ -59,6 +59,10 @@ class Worker {
   const metrics::StatsLayout& layout() const { return layout_; }
   metrics::AccessLog& access_log() { return access_log_; }
   WorkerCache& cache() { return *cache_; }
+  // "Strict-Transport-Security: <route hsts>\r\n", or "" for a route without one.
+  const std::string& hsts_line(size_t route) const { return hsts_lines_[route]; }
+  // The port HTTPS redirects point to: the first TLS listener's.
+  uint16_t https_port() const { return https_port_; }
   bool draining() const { return draining_; }
   // How long an idle keep-alive connection stays open once draining: a
   // shutdown closes them after a short grace; a reload keeps them until the
@@ -106,7 +110,9 @@ class Worker {
   metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::unique_ptr<WorkerCache> cache_;
-  ListenerTlsContexts tls_;  // per listener (the master's, inherited through fork)
+  ListenerTlsContexts tls_;              // per listener (the master's, inherited through fork)
+  std::vector<std::string> hsts_lines_;  // per route
+  uint16_t https_port_ = 443;
   int control_fd_;
   std::unique_ptr<ControlChannel> control_;
   std::vector<std::unique_ptr<Listener>> listeners_;

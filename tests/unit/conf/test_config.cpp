@@ -1686,3 +1686,28 @@ TEST_CASE("```jsonc blocks in docs/CONFIG.md load next to their certificate file
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("route https_redirect and hsts") {
+  SUBCASE("hsts is read") {
+    const Config c = parse_config(
+        patched(
+            R"([{"op": "add", "path": "/routes/0/hsts", "value": "max-age=600; includeSubDomains"}])"),
+        kFile);
+    CHECK(c.routes[0].hsts == "max-age=600; includeSubDomains");
+    CHECK_FALSE(c.routes[0].https_redirect);
+  }
+  SUBCASE("hsts must start with max-age") {
+    check_rejected(
+        patched(R"([{"op": "add", "path": "/routes/0/hsts", "value": "includeSubDomains"}])"),
+        "/routes/0/hsts", "max-age");
+  }
+  SUBCASE("https_redirect needs a TLS listener to go to") {
+    check_rejected(patched(R"([{"op": "add", "path": "/routes/0/https_redirect", "value": true}])"),
+                   "/routes/0/https_redirect", "needs a listener with \"tls\"");
+  }
+  SUBCASE("https_redirect must be a boolean") {
+    check_rejected(
+        patched(R"([{"op": "add", "path": "/routes/0/https_redirect", "value": "yes"}])"),
+        "/routes/0/https_redirect", "");
+  }
+}
