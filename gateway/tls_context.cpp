@@ -38,6 +38,19 @@ struct X509Deleter {
 };
 using X509Ptr = std::unique_ptr<X509, X509Deleter>;
 
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+
+PkeyPtr read_private_key(const std::string& path) {
+  BIO* bio = BIO_new_file(path.c_str(), "r");
+  if (bio == nullptr) return nullptr;
+  EVP_PKEY* k = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  return PkeyPtr(k);
+}
+
 X509Ptr read_certificate(const std::string& path) {
   BIO* bio = BIO_new_file(path.c_str(), "r");
   if (bio == nullptr) return nullptr;
@@ -111,6 +124,7 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
 
   // Each certificate's names (configured, else from its subjectAltName).
   std::vector<std::vector<std::string>> names(n);
+  std::vector<int> key_types(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const conf::TlsCertificate& c = tls.certificates[i];
     const std::string at = "/certificates/" + std::to_string(i);
@@ -118,6 +132,17 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
     if (!cert)
       fail(at + "/cert",
            "cannot read a PEM certificate from " + c.cert_path + ": " + openssl_reason());
+    // Each pair on its own: in a shared context a wrong key could hide
+    // behind a right one of another type.
+    PkeyPtr key = read_private_key(c.key_path);
+    if (!key)
+      fail(at + "/key",
+           "cannot read a PEM private key from " + c.key_path + ": " + openssl_reason());
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
+      fail(at + "/key", "the private key in " + c.key_path + " does not match the certificate in " +
+                            c.cert_path);
+    }
+    key_types[i] = EVP_PKEY_get_base_id(key.get());
     names[i] = c.names.empty() ? san_dns_names(cert.get()) : c.names;
     if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) < 0) {
       self->warnings_.push_back(c.cert_path + " (" + json_base + at + "/cert) has expired");
@@ -129,9 +154,16 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
   // One SSL_CTX per set of certificates serving the same names: an ECDSA
   // and an RSA certificate of one name share a context, and OpenSSL picks
   // the one the client's signature algorithms allow.
+  // A name keeps the first certificate of each key type that serves it (a
+  // context holds one certificate per type: a later one would replace it).
   std::map<std::string, std::set<size_t>> by_name;
   for (size_t i = 0; i < n; ++i) {
-    for (const std::string& name : names[i]) by_name[name].insert(i);
+    for (const std::string& name : names[i]) {
+      std::set<size_t>& certs = by_name[name];
+      const bool type_taken = std::any_of(certs.begin(), certs.end(),
+                                          [&](size_t j) { return key_types[j] == key_types[i]; });
+      if (!type_taken) certs.insert(i);
+    }
   }
   std::map<std::set<size_t>, SSL_CTX*> contexts;
   auto context_for = [&](const std::set<size_t>& certs) -> SSL_CTX* {

@@ -33,6 +33,7 @@ TlsSession::Result TlsSession::fail() {
 
 TlsSession::Result TlsSession::handshake() {
   if (established_) return Result::kOk;
+  ERR_clear_error();  // SSL_get_error reads the queue: nothing stale may be on it
   const int rc = SSL_do_handshake(ssl_);
   if (rc == 1) {
     established_ = true;
@@ -56,6 +57,7 @@ TlsSession::Result TlsSession::read(char* buf, size_t capacity, size_t& n) {
     if (r != Result::kOk) return r;
   }
   size_t got = 0;
+  ERR_clear_error();
   const int rc = SSL_read_ex(ssl_, buf, capacity, &got);
   if (rc == 1) {
     n = got;
@@ -75,6 +77,7 @@ TlsSession::Result TlsSession::read(char* buf, size_t capacity, size_t& n) {
 bool TlsSession::write(std::string_view plaintext) {
   while (!plaintext.empty()) {
     size_t written = 0;
+    ERR_clear_error();
     if (SSL_write_ex(ssl_, plaintext.data(), plaintext.size(), &written) != 1) {
       fail();
       return false;

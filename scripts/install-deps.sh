@@ -12,6 +12,7 @@ test_pkgs=(
   clang libclang-rt-14-dev     # libFuzzer + sanitizers for the fuzz target
   clang-format clang-tidy      # scripts/lint.sh
   nginx-light wrk              # benchmarks
+  openssl testssl.sh           # TLS fixtures and the TLS scan test
 )
 
 pkgs=("${build_pkgs[@]}" python3 python3-aiohttp curl)
