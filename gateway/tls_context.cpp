@@ -358,7 +358,10 @@ int TlsServerContext::on_ticket_key(SSL* ssl, unsigned char key_name[16], unsign
     if (std::memcmp(key_name, k.name, sizeof k.name) != 0) continue;
     if (EVP_MAC_init(mac, k.hmac_key, sizeof k.hmac_key, params) != 1) return -1;
     if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, k.aes_key, iv) != 1) return -1;
-    return i == 0 ? 1 : 2;  // 2: valid, but issue a ticket under the newest key
+    // 2: valid, and issue a new ticket: always under TLS 1.3 (its tickets
+    // are single-use, RFC 8446 C.4: without a fresh one the client's next
+    // connection is a full handshake), and when an older key made it.
+    return i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
   }
   return 0;  // unknown key: a full handshake
 }
