@@ -179,6 +179,9 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
         SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION;
     if (!tls.session_tickets) options |= SSL_OP_NO_TICKET;
     SSL_CTX_set_options(ctx, options);
+    // Without tickets, TLS 1.3 would still send stateful ones for a
+    // session cache that is off: wasted work on every handshake.
+    if (!tls.session_tickets) SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);  // idle connections keep no buffers
     if (SSL_CTX_set_cipher_list(ctx, tls.ciphers.c_str()) != 1) {
       fail("/ciphers", "no usable TLS 1.2 cipher in \"" + tls.ciphers + "\": " + openssl_reason());
