@@ -331,7 +331,12 @@ void ClientConnection::process_input() {
       case Event::kNeedMore:
         break;
     }
-    if (in_.unparsed_size() == 0 && r.event != Event::kHeadComplete) break;
+    if (in_.unparsed_size() == 0 && r.event != Event::kHeadComplete) {
+      // The buffer is used up; TLS may still hold decrypted bytes that did
+      // not fit (no read event will come for them).
+      if (tls_ && state_ != State::kClosing && !input_blocked() && pump_tls() > 0) continue;
+      break;
+    }
   }
   in_process_input_ = false;
   if (state_ == State::kClosing) return;
