@@ -252,9 +252,13 @@ size_t ClientConnection::pump_tls() {
 
 void ClientConnection::count_tls(metrics::TlsResult result) {
   const auto& cells = worker_.layout().tls_handshakes;
-  if (listener_ < cells.size() && !cells[listener_].empty()) {
-    worker_.stats().add(cells[listener_][static_cast<size_t>(result)]);
-  }
+  if (listener_ >= cells.size() || cells[listener_].empty()) return;
+  const bool handshaken =
+      result == metrics::TlsResult::kFull || result == metrics::TlsResult::kResumed;
+  const size_t version =
+      metrics::tls_version_index(handshaken && tls_ ? tls_->version() : std::string_view("none"));
+  worker_.stats().add(cells[listener_][version * static_cast<size_t>(metrics::TlsResult::kCount) +
+                                       static_cast<size_t>(result)]);
 }
 
 void ClientConnection::send_tls_output() {
@@ -691,6 +695,7 @@ void ClientConnection::record_exchange() {
       r.upstream_server = *upstream_server_;
       r.upstream_us = static_cast<int64_t>(upstream_ns_ / 1000);
     }
+    if (cache_.route != nullptr) r.cache_status = metrics::cache_result_name(cache_.result);
     r.user_agent = head.get("user-agent");
     r.referer = head.get("referer");
     log.append(r);

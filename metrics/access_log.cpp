@@ -352,6 +352,10 @@ void format_combined(const AccessRecord& r, std::string& out) {
   append_clf_field(out, r.request_id, true);
   out.append(" route=");
   append_clf_field(out, r.route, true);
+  if (!r.cache_status.empty()) {
+    out.append(" cache=");
+    append_clf_field(out, r.cache_status, true);
+  }
   out.push_back('\n');
 }
 

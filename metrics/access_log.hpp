@@ -31,7 +31,7 @@ struct AccessRecord {
   uint64_t duration_us = 0;          // head complete -> response fully queued
   std::string_view upstream_server;  // "host:port", empty when not forwarded
   int64_t upstream_us = -1;          // upstream time, -1 when not forwarded
-  std::string_view cache_status;     // empty until the cache exists
+  std::string_view cache_status;     // caching routes: hit, miss, stale... (empty otherwise)
   std::string_view user_agent;
   std::string_view referer;
 };
@@ -42,7 +42,7 @@ struct AccessRecord {
 //   bytes as \u00XX); absent optional fields are omitted.
 // combined: the Apache/nginx combined format
 //   ip - - [25/Nov/2026:09:12:01 +0000] "GET /p HTTP/1.1" 200 123 "referer" "ua"
-//   followed by rt=0.001 urt=0.000|- rid=ID route=NAME|- (seconds, 3 decimals);
+//   followed by rt=0.001 urt=0.000|- rid=ID route=NAME|- [cache=STATUS] (seconds, 3 decimals);
 //   empty referer/ua/rid/client show as "-"; quotes, backslashes, control
 //   chars and invalid UTF-8 bytes are written as \xHH (nginx style).
 void format_access_record(const AccessRecord& r, conf::AccessLogFormat format, std::string& out);

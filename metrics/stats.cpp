@@ -90,7 +90,7 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
        "TLS handshakes on client connections, by how they ended (full, resumed, failed, timeout, "
        "plain_http: plain HTTP sent to the TLS port).",
        SeriesKind::kCounter,
-       {"listener", "result"}},
+       {"listener", "version", "result"}},
   }};
   return kFamilies;
 }
@@ -154,6 +154,13 @@ const char* tls_result_name(TlsResult r) {
       break;
   }
   return "unknown";
+}
+
+size_t tls_version_index(std::string_view version) {
+  for (size_t i = 0; i + 1 < kTlsVersionCount; ++i) {
+    if (version == kTlsVersions[i]) return i;
+  }
+  return kTlsVersionCount - 1;
 }
 
 const char* cache_result_name(CacheResult r) {
@@ -249,10 +256,12 @@ StatsLayout build_layout(StatsRegistry& reg, const conf::Config& config) {
   for (const conf::Listener& listener : config.listeners) {
     std::vector<uint32_t> cells;
     if (listener.tls) {
-      for (size_t r = 0; r < static_cast<size_t>(TlsResult::kCount); ++r) {
-        cells.push_back(
-            reg.cell(Family::kTlsHandshakes,
-                     {listener.address.str(), tls_result_name(static_cast<TlsResult>(r))}));
+      for (const char* version : kTlsVersions) {
+        for (size_t r = 0; r < static_cast<size_t>(TlsResult::kCount); ++r) {
+          cells.push_back(reg.cell(
+              Family::kTlsHandshakes,
+              {listener.address.str(), version, tls_result_name(static_cast<TlsResult>(r))}));
+        }
       }
     }
     l.tls_handshakes.push_back(std::move(cells));

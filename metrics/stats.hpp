@@ -50,7 +50,7 @@ enum class Family : uint16_t {
   kCachePurged,          // counter
   kCacheEntries,         // gauge
   kCacheBytes,           // gauge
-  kTlsHandshakes,        // counter   listener, result
+  kTlsHandshakes,        // counter   listener, version, result
   kCount
 };
 
@@ -99,6 +99,10 @@ const char* cache_result_name(CacheResult r);
 // How a TLS connection's handshake ended.
 enum class TlsResult : uint8_t { kFull, kResumed, kFailed, kTimeout, kPlainHttp, kCount };
 const char* tls_result_name(TlsResult r);
+// The protocol version label: the negotiated one, "none" without a handshake.
+inline constexpr const char* kTlsVersions[] = {"TLSv1.2", "TLSv1.3", "none"};
+inline constexpr size_t kTlsVersionCount = 3;
+size_t tls_version_index(std::string_view version);  // unknown -> "none"
 
 // Background fetch kinds (pre-warm, refresh ahead of expiry, stale-while-revalidate).
 inline constexpr const char* kCacheFetchKinds[] = {"prewarm", "refresh", "revalidate"};
@@ -158,7 +162,7 @@ struct StatsLayout {
   uint32_t cache_purged = 0;
   uint32_t cache_entries = 0;
   uint32_t cache_bytes = 0;
-  // [listener][TlsResult]; empty for plain listeners.
+  // [listener][version * TlsResult::kCount + result]; empty for plain listeners.
   std::vector<std::vector<uint32_t>> tls_handshakes;
 
   uint32_t request_cell(size_t route, size_t method, size_t status_class) const {

@@ -110,3 +110,20 @@ def test_sigusr1_reopens_after_rotation(origin, torii, tmp_path):
     assert all("after=" in x for x in new)
     assert len(old) + len(new) == 5 + sent
     assert any(r.get("msg") == "reopening log files" for r in t.records())
+
+
+def test_cached_routes_log_their_cache_status(origin, torii, tmp_path):
+    log = tmp_path / "access.log"
+    cfg = make_config(origin.port, workers=1,
+                      routes=[{"name": "cached", "match": {"host": "*", "path_prefix": "/cache/"},
+                               "upstream": "app", "cache": {"ttl": "60s"}},
+                              dict(route("app"), name="plain")],
+                      access_log={"path": str(log), "format": "json", "flush_interval": "100ms"})
+    t = torii(cfg)
+    for _ in range(2):
+        assert simple_get(t.port, "/cache/logged/r").status == 200
+    assert simple_get(t.port, "/echo").status == 200
+    wait_for(lambda: len(_lines(log)) >= 3, 5, what="3 access log lines")
+    records = [json.loads(ln) for ln in _lines(log)]
+    assert [r.get("cache") for r in records if r["route"] == "cached"] == ["miss", "hit"]
+    assert all("cache" not in r for r in records if r["route"] == "plain")

@@ -208,7 +208,8 @@ TEST_SUITE("access_log format") {
   TEST_CASE("combined: every field") {
     CHECK(format(full_record(), AccessLogFormat::kCombined) ==
           "203.0.113.7 - - [25/Nov/2026:09:12:01 +0000] \"GET /api/items?id=42 HTTP/1.1\" 200 1534 "
-          "\"https://example.com/\" \"curl/8.5.0\" rt=0.012 urt=0.011 rid=7f3a9c2e route=api\n");
+          "\"https://example.com/\" \"curl/8.5.0\" rt=0.012 urt=0.011 rid=7f3a9c2e route=api "
+          "cache=HIT\n");
   }
 
   TEST_CASE("combined: absent fields show as -") {
