@@ -144,10 +144,12 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const conf::ListenerT
     }
     key_types[i] = EVP_PKEY_get_base_id(key.get());
     names[i] = c.names.empty() ? san_dns_names(cert.get()) : c.names;
+    std::string where = c.cert_path;
+    where.append(" (").append(json_base).append(at).append("/cert)");
     if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) < 0) {
-      self->warnings_.push_back(c.cert_path + " (" + json_base + at + "/cert) has expired");
+      self->warnings_.push_back(where.append(" has expired"));
     } else if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) > 0) {
-      self->warnings_.push_back(c.cert_path + " (" + json_base + at + "/cert) is not valid yet");
+      self->warnings_.push_back(where.append(" is not valid yet"));
     }
   }
 
@@ -284,13 +286,14 @@ std::string ticket_key_message(const TicketKey& key) {
 
 std::optional<TicketKey> parse_ticket_key_message(const std::string& message) {
   constexpr std::string_view kPrefix = R"({"op":"tls-ticket-key","key":")";
-  if (message.size() != kPrefix.size() + 2 * 80 + 2 ||
+  constexpr size_t kHexChars = size_t{2} * 80;
+  if (message.size() != kPrefix.size() + kHexChars + 2 ||
       message.compare(0, kPrefix.size(), kPrefix) != 0 ||
       message.compare(message.size() - 2, 2, "\"}") != 0) {
     return std::nullopt;
   }
   unsigned char raw[80];
-  if (!from_hex(std::string_view(message).substr(kPrefix.size(), 160), raw, sizeof raw))
+  if (!from_hex(std::string_view(message).substr(kPrefix.size(), kHexChars), raw, sizeof raw))
     return std::nullopt;
   TicketKey k{};
   std::memcpy(k.name, raw, 16);
