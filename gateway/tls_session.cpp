@@ -31,14 +31,7 @@ TlsSession::Result TlsSession::fail() {
   return Result::kError;
 }
 
-TlsSession::Result TlsSession::handshake() {
-  if (established_) return Result::kOk;
-  ERR_clear_error();  // SSL_get_error reads the queue: nothing stale may be on it
-  const int rc = SSL_do_handshake(ssl_);
-  if (rc == 1) {
-    established_ = true;
-    return Result::kOk;
-  }
+TlsSession::Result TlsSession::unfinished(int rc) {
   switch (SSL_get_error(ssl_, rc)) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
@@ -48,6 +41,17 @@ TlsSession::Result TlsSession::handshake() {
     default:
       return fail();
   }
+}
+
+TlsSession::Result TlsSession::handshake() {
+  if (established_) return Result::kOk;
+  ERR_clear_error();  // SSL_get_error reads the queue: nothing stale may be on it
+  const int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    established_ = true;
+    return Result::kOk;
+  }
+  return unfinished(rc);
 }
 
 TlsSession::Result TlsSession::read(char* buf, size_t capacity, size_t& n) {
@@ -63,15 +67,7 @@ TlsSession::Result TlsSession::read(char* buf, size_t capacity, size_t& n) {
     n = got;
     return Result::kOk;
   }
-  switch (SSL_get_error(ssl_, rc)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      return Result::kWantMore;
-    case SSL_ERROR_ZERO_RETURN:
-      return Result::kClosed;
-    default:
-      return fail();
-  }
+  return unfinished(rc);
 }
 
 bool TlsSession::write(std::string_view plaintext) {

@@ -59,6 +59,8 @@ class TlsSession {
 
  private:
   Result fail();
+  // What an SSL call that did not succeed (return value `rc`) means.
+  Result unfinished(int rc);
 
   SSL* ssl_;
   BIO* in_;   // ciphertext from the peer (owned by ssl_)
