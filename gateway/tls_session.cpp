@@ -2,16 +2,46 @@
 
 #include <openssl/err.h>
 
-#include <array>
+#include <string>
 
 namespace torii::gateway {
 
+namespace {
+
+// The outgoing BIO: records are appended to the session's pending string,
+// which take_output() hands over by swapping buffers. A memory BIO would
+// cost one more copy of every byte sent (BIO_read out of it).
+int sink_write(BIO* bio, const char* data, int len) {
+  static_cast<std::string*>(BIO_get_data(bio))->append(data, static_cast<size_t>(len));
+  return len;
+}
+
+long sink_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+
+int sink_create(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+BIO_METHOD* sink_method() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "torii output");
+    BIO_meth_set_write(m, sink_write);
+    BIO_meth_set_ctrl(m, sink_ctrl);
+    BIO_meth_set_create(m, sink_create);
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
 TlsSession::TlsSession(SSL* ssl) : ssl_(ssl) {
   in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(sink_method());
+  BIO_set_data(out_, &pending_);
   // An empty memory BIO reads as "retry later", not end of file.
   BIO_set_mem_eof_return(in_, -1);
-  BIO_set_mem_eof_return(out_, -1);
   SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both now
   SSL_set_accept_state(ssl_);
 }
@@ -84,15 +114,16 @@ bool TlsSession::write(std::string_view plaintext) {
 }
 
 void TlsSession::take_output(std::string& out) {
-  std::array<char, 16384> chunk;
-  for (;;) {
-    const int n = BIO_read(out_, chunk.data(), static_cast<int>(chunk.size()));
-    if (n <= 0) break;
-    out.append(chunk.data(), static_cast<size_t>(n));
+  if (out.empty()) {
+    out.swap(pending_);  // no copy: the batch takes the buffer
+    pending_.clear();
+    return;
   }
+  out.append(pending_);
+  pending_.clear();
 }
 
-size_t TlsSession::output_size() const { return BIO_ctrl_pending(out_); }
+size_t TlsSession::output_size() const { return pending_.size(); }
 
 void TlsSession::close_notify() {
   if (established_) SSL_shutdown(ssl_);

@@ -64,7 +64,8 @@ class TlsSession {
 
   SSL* ssl_;
   BIO* in_;   // ciphertext from the peer (owned by ssl_)
-  BIO* out_;  // ciphertext to the peer (owned by ssl_)
+  BIO* out_;  // ciphertext to the peer (owned by ssl_): appends to pending_
+  std::string pending_;
   bool established_ = false;
   std::string error_;
 };
