@@ -596,7 +596,7 @@ void Master::become_worker(WorkerProcess& w, int control_fd) {
     }
     for (size_t j = 0; j < set.fds.size(); ++j) {
       if (listener < config.listeners.size() && j % config.workers == w.index) {
-        mine.push_back({listener, set.fds[j]});
+        mine.push_back({listener, set.fds[j], set.bound});
       } else {
         ::close(set.fds[j]);
       }

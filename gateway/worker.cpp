@@ -57,13 +57,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
   }
   for (const ListenFd& lf : listen_fds_) {
     if (lf.listener >= tls_.size() || !tls_[lf.listener]) continue;
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    if (getsockname(lf.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      https_port_ =
-          ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                                           : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    }
+    https_port_ = lf.bound.port;
     break;
   }
 }
@@ -220,21 +214,7 @@ bool Worker::start_serving() {
 }
 
 std::string Worker::first_listener_authority() const {
-  if (listen_fds_.empty()) return "localhost";
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getsockname(listen_fds_.front().fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return config_.listeners[listen_fds_.front().listener].address.str();
-  }
-  char ip[64] = {};
-  if (addr.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-    uv_ip6_name(a, ip, sizeof ip);
-    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
-  }
-  const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-  uv_ip4_name(a, ip, sizeof ip);
-  return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+  return listen_fds_.empty() ? std::string("localhost") : listen_fds_.front().bound.str();
 }
 
 void Worker::on_connection(uv_stream_t* server, int status) {

@@ -40,6 +40,7 @@ class Worker {
   struct ListenFd {
     size_t listener;
     int fd;
+    conf::HostPort bound;  // the socket's address, port 0 resolved (ListenSocketSet::bound)
   };
   // `control_fd`: this worker's end of the master's control channel (-1: none).
   Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
