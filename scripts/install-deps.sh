@@ -13,11 +13,18 @@ test_pkgs=(
   clang-format clang-tidy      # scripts/lint.sh
   nginx-light wrk              # benchmarks
   openssl testssl.sh           # TLS fixtures and the TLS scan test
+  prometheus                   # promtool and a real Prometheus for the metrics tests
+)
+# Container image, compose stack and their smoke test (issue 8).
+docker_pkgs=(
+)
+# Example apps behind the gateway and dashboard checks (issue 8).
+example_pkgs=(
 )
 
 pkgs=("${build_pkgs[@]}" python3 python3-aiohttp curl)
 if [[ "${1:-}" != "--runtime-only" ]]; then
-  pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
+  pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}" "${docker_pkgs[@]}" "${example_pkgs[@]}")
 fi
 
 missing=()
