@@ -24,6 +24,7 @@ namespace torii {
   X(kUpstreamConnectFailed, 502, Upstream)   \
   X(kUpstreamReset, 502, Upstream)           \
   X(kUpstreamBadResponse, 502, Upstream)     \
+  X(kUpstreamTlsFailed, 502, Upstream)       \
   X(kUpstreamPoolFull, 503, Upstream)        \
   X(kUpstreamConnectTimeout, 504, Upstream)  \
   X(kUpstreamResponseTimeout, 504, Upstream) \

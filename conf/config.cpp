@@ -940,6 +940,43 @@ UpstreamPoolConfig read_pool(const Node& node) {
   return pool;
 }
 
+// Upstream "tls": true (every default) or an object.
+UpstreamTls read_upstream_tls(const Node& node) {
+  UpstreamTls tls;
+  if (node.value().is_boolean()) {
+    if (!node.value().get<bool>()) {
+      node.fail("leave \"tls\" out for a plain HTTP upstream (false is not a TLS setting)");
+    }
+    return tls;
+  }
+  const ObjectReader obj(
+      node, {"verify", "ca", "server_name", "cert", "key", "min_version", "session_reuse"});
+  if (auto n = obj.optional("verify")) tls.verify = read_bool(*n);
+  if (auto n = obj.optional("ca")) tls.ca_path = read_pem_path(*n, "CA bundle");
+  if (auto n = obj.optional("server_name")) {
+    tls.server_name = to_lower(read_string(*n));
+    if (!is_host_name(tls.server_name) && !is_ip_literal(tls.server_name)) {
+      n->fail("invalid server name " + quote(tls.server_name) +
+              " (a host name such as \"api.internal\" or an IP address)");
+    }
+  }
+  auto cert = obj.optional("cert");
+  auto key = obj.optional("key");
+  if (cert.has_value() != key.has_value()) {
+    (cert ? *cert : *key).fail("a client certificate needs both \"cert\" and \"key\"");
+  }
+  if (cert) {
+    tls.cert_path = read_pem_path(*cert, "certificate");
+    tls.key_path = read_pem_path(*key, "private key");
+  }
+  if (auto n = obj.optional("min_version")) tls.min_version = read_tls_min_version(*n);
+  if (auto n = obj.optional("session_reuse")) tls.session_reuse = read_bool(*n);
+  if (!tls.verify && !tls.ca_path.empty()) {
+    obj.required("ca").fail("\"ca\" has no effect with \"verify\": false");
+  }
+  return tls;
+}
+
 // Upstream names show up in routes, logs and metric labels: keep them plain.
 bool is_valid_upstream_name(const std::string& name) {
   return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
@@ -951,7 +988,7 @@ Upstream read_upstream(const Node& node, const std::string& name) {
   if (!is_valid_upstream_name(name)) {
     node.fail("invalid upstream name " + quote(name) + " (use letters, digits, '_', '-' and '.')");
   }
-  const ObjectReader obj(node, {"servers", "connect_timeout", "response_timeout", "pool"});
+  const ObjectReader obj(node, {"servers", "connect_timeout", "response_timeout", "pool", "tls"});
   Upstream upstream;
   upstream.name = name;
   for (const Node& element : read_array(obj.required("servers"), /*allow_empty=*/false)) {
@@ -964,6 +1001,7 @@ Upstream read_upstream(const Node& node, const std::string& name) {
   if (auto n = obj.optional("connect_timeout")) upstream.connect_timeout = read_timeout(*n);
   if (auto n = obj.optional("response_timeout")) upstream.response_timeout = read_timeout(*n);
   if (auto n = obj.optional("pool")) upstream.pool = read_pool(*n);
+  if (auto n = obj.optional("tls")) upstream.tls = read_upstream_tls(*n);
   return upstream;
 }
 

@@ -99,10 +99,22 @@ struct UpstreamPoolConfig {
   uint32_t max_pending = 1024;  // requests waiting for a connection, per worker per upstream -> 503
 };
 
+// An https upstream: TLS to every server of the group, verified by default.
+struct UpstreamTls {
+  bool verify = true;       // the chain against `ca_path` and the name below
+  std::string ca_path;      // PEM CA bundle; empty: the system's trust store
+  std::string server_name;  // SNI and the name checked; empty: each server's own host
+  std::string cert_path;    // a client certificate (mutual TLS), with key_path
+  std::string key_path;
+  std::string min_version = "TLSv1.2";  // "TLSv1.2" | "TLSv1.3"
+  bool session_reuse = true;            // resume the last session on a new connection
+};
+
 struct Upstream {
   std::string name;
   std::vector<HostPort> servers;
-  Millis connect_timeout{5'000};  // -> 504
+  std::optional<UpstreamTls> tls;  // absent: plain HTTP
+  Millis connect_timeout{5'000};   // -> 504
   Millis response_timeout{
       60'000};  // request sent .. response headers, and between body reads -> 504
   UpstreamPoolConfig pool;

@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
       // the same at start-up and on reload).
       auto keys = std::make_shared<torii::gateway::TicketKeys>();
       keys->rotate(torii::gateway::TicketKeys::generate());
-      for (const auto& ctx : torii::gateway::build_tls_contexts(config, keys)) {
+      const torii::gateway::TlsContexts contexts = torii::gateway::build_tls_contexts(config, keys);
+      for (const auto& ctx : contexts.listeners) {
         if (!ctx) continue;
         for (const std::string& w : ctx->warnings())
           std::fprintf(stderr, "warning: %s\n", w.c_str());

@@ -392,7 +392,7 @@ int Master::run() {
     ticket_keys_ = std::make_shared<TicketKeys>();
     ticket_keys_->rotate(TicketKeys::generate());
     current_->tls = build_tls_contexts(*current_->config, ticket_keys_);
-    for (const auto& ctx : current_->tls) {
+    for (const auto& ctx : current_->tls.listeners) {
       if (!ctx) continue;
       for (const std::string& w : ctx->warnings())
         LogLine(LogLevel::kWarn, "TLS certificate").kv("problem", w);

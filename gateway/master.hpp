@@ -46,7 +46,7 @@ class Master {
     uint64_t number = 0;
     std::shared_ptr<const conf::Config> config;
     metrics::StatsLayout layout;
-    ListenerTlsContexts tls;  // per listener, null for plain ones
+    TlsContexts tls;  // the listeners' and upstreams' (null for plain ones)
   };
   // One worker process (alive, or waiting to be respawned).
   struct WorkerProcess {

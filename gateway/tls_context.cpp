@@ -12,19 +12,11 @@
 #include <map>
 #include <set>
 
+#include "common/tls_session.hpp"
+
 namespace torii::gateway {
 
 namespace {
-
-// The reason of the last OpenSSL error (and clears the queue).
-std::string openssl_reason() {
-  unsigned long e = 0;
-  unsigned long last = 0;
-  while ((e = ERR_get_error()) != 0) last = e;
-  if (last == 0) return "unknown OpenSSL error";
-  const char* reason = ERR_reason_error_string(last);
-  return reason != nullptr ? reason : "unknown OpenSSL error";
-}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -303,14 +295,16 @@ std::optional<TicketKey> parse_ticket_key_message(const std::string& message) {
   return k;
 }
 
-ListenerTlsContexts build_tls_contexts(const conf::Config& config,
-                                       const std::shared_ptr<TicketKeys>& keys) {
-  ListenerTlsContexts out(config.listeners.size());
+TlsContexts build_tls_contexts(const conf::Config& config,
+                               const std::shared_ptr<TicketKeys>& keys) {
+  TlsContexts out;
+  out.listeners.resize(config.listeners.size());
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     if (!config.listeners[i].tls) continue;
-    out[i] = TlsServerContext::create(*config.listeners[i].tls, config.source_path,
-                                      "/listeners/" + std::to_string(i) + "/tls", keys);
+    out.listeners[i] = TlsServerContext::create(*config.listeners[i].tls, config.source_path,
+                                                "/listeners/" + std::to_string(i) + "/tls", keys);
   }
+  out.upstreams = upstream::build_upstream_tls_contexts(config);
   return out;
 }
 

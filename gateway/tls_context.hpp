@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "upstream/upstream_tls.hpp"
 
 namespace torii::gateway {
 
@@ -88,10 +89,16 @@ class TlsServerContext {
 std::string ticket_key_message(const TicketKey& key);
 std::optional<TicketKey> parse_ticket_key_message(const std::string& message);
 
-// The TLS contexts of every listener of `config` (null for plain ones),
-// indexed like config.listeners. Throws conf::ConfigError.
 using ListenerTlsContexts = std::vector<std::shared_ptr<TlsServerContext>>;
-ListenerTlsContexts build_tls_contexts(const conf::Config& config,
-                                       const std::shared_ptr<TicketKeys>& keys);
+
+// Every TLS context a config needs, built in the master (where file and key
+// errors are reported) and inherited by the workers through fork.
+struct TlsContexts {
+  ListenerTlsContexts listeners;            // indexed like config.listeners, null: plain
+  upstream::UpstreamTlsContexts upstreams;  // indexed like config.upstreams, null: plain
+};
+
+// Throws conf::ConfigError.
+TlsContexts build_tls_contexts(const conf::Config& config, const std::shared_ptr<TicketKeys>& keys);
 
 }  // namespace torii::gateway

@@ -26,7 +26,7 @@ uint64_t splitmix64(uint64_t& x) {
 }  // namespace
 
 Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-               WorkerStats stats, int control_fd, ListenerTlsContexts tls)
+               WorkerStats stats, int control_fd, TlsContexts tls)
     : io_(&loop_),
       config_(config),
       index_(index),
@@ -48,7 +48,8 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
   rng_[1] = seed[1];
   for (size_t i = 0; i < config_.upstreams.size(); ++i) {
     groups_.push_back(std::make_unique<upstream::UpstreamGroup>(
-        io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i)));
+        io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i),
+        i < tls_.upstreams.size() ? tls_.upstreams[i] : nullptr));
   }
   cache_ = std::make_unique<WorkerCache>(*this);
   for (const conf::Route& r : config_.routes) {
@@ -56,7 +57,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
                                          : "Strict-Transport-Security: " + r.hsts + "\r\n");
   }
   for (const ListenFd& lf : listen_fds_) {
-    if (lf.listener >= tls_.size() || !tls_[lf.listener]) continue;
+    if (lf.listener >= tls_.listeners.size() || !tls_.listeners[lf.listener]) continue;
     https_port_ = lf.bound.port;
     break;
   }
@@ -133,7 +134,7 @@ int Worker::run() {
           if (cache_->on_control_message(message)) return;
           if (auto key = parse_ticket_key_message(message)) {
             // Every context of this generation shares one key set.
-            for (const auto& ctx : tls_) {
+            for (const auto& ctx : tls_.listeners) {
               if (!ctx) continue;
               ctx->add_ticket_key(*key);
               break;
@@ -170,8 +171,9 @@ int Worker::run() {
   // reports ready. Meanwhile connections for its socket wait in the queue
   // (on a reload, the previous generation's worker keeps accepting on the
   // same socket until this one is ready).
-  const bool first_is_tls = !listen_fds_.empty() && listen_fds_.front().listener < tls_.size() &&
-                            tls_[listen_fds_.front().listener] != nullptr;
+  const bool first_is_tls = !listen_fds_.empty() &&
+                            listen_fds_.front().listener < tls_.listeners.size() &&
+                            tls_.listeners[listen_fds_.front().listener] != nullptr;
   cache_->start_prewarm(first_is_tls ? "https" : "http", first_listener_authority(), [this] {
     if (draining_) return;
     if (!start_serving()) {
@@ -190,7 +192,7 @@ bool Worker::start_serving() {
   for (const ListenFd& lf : listen_fds_) {
     auto l = std::make_unique<Listener>();
     l->worker = this;
-    l->tls = lf.listener < tls_.size() ? tls_[lf.listener].get() : nullptr;
+    l->tls = lf.listener < tls_.listeners.size() ? tls_.listeners[lf.listener].get() : nullptr;
     l->index = lf.listener;
     uv_tcp_init(&loop_, &l->tcp);
     l->tcp.data = l.get();
@@ -301,7 +303,7 @@ void Worker::close_all_handles() {
 
 void run_worker_process(const conf::Config& config, unsigned index,
                         std::vector<Worker::ListenFd> listen_fds, WorkerStats stats, int control_fd,
-                        ListenerTlsContexts tls) {
+                        TlsContexts tls) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;

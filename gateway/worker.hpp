@@ -44,7 +44,7 @@ class Worker {
   };
   // `control_fd`: this worker's end of the master's control channel (-1: none).
   Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-         WorkerStats stats, int control_fd = -1, ListenerTlsContexts tls = {});
+         WorkerStats stats, int control_fd = -1, TlsContexts tls = {});
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -111,7 +111,7 @@ class Worker {
   metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::unique_ptr<WorkerCache> cache_;
-  ListenerTlsContexts tls_;              // per listener (the master's, inherited through fork)
+  TlsContexts tls_;                      // the master's, inherited through fork
   std::vector<std::string> hsts_lines_;  // per route
   uint16_t https_port_ = 443;
   int control_fd_;
@@ -132,6 +132,6 @@ class Worker {
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
                                      std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
-                                     int control_fd, ListenerTlsContexts tls);
+                                     int control_fd, TlsContexts tls);
 
 }  // namespace torii::gateway

@@ -40,7 +40,7 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
       {"torii_connections_active", "Client connections open now.", SeriesKind::kGauge, {}},
       {"torii_upstream_requests_total",
        "Requests sent to upstream servers, by outcome (response, connect_error, connect_timeout, "
-       "reset, bad_response, response_timeout).",
+       "reset, bad_response, response_timeout, tls_error).",
        SeriesKind::kCounter,
        {"upstream", "server", "outcome"}},
       {"torii_upstream_connect_duration_seconds",
@@ -132,6 +132,8 @@ const char* outcome_name(Outcome o) {
       return "bad_response";
     case Outcome::kResponseTimeout:
       return "response_timeout";
+    case Outcome::kTlsError:
+      return "tls_error";
     case Outcome::kCount:
       break;
   }

@@ -79,6 +79,7 @@ enum class Outcome : uint8_t {
   kReset,  // closed or reset before a complete response
   kBadResponse,
   kResponseTimeout,
+  kTlsError,  // the TLS handshake failed (certificate refused, protocol error)
   kCount
 };
 const char* outcome_name(Outcome o);

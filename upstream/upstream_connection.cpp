@@ -22,6 +22,8 @@ metrics::Outcome outcome_of(Error e) {
       return metrics::Outcome::kBadResponse;
     case Error::kUpstreamResponseTimeout:
       return metrics::Outcome::kResponseTimeout;
+    case Error::kUpstreamTlsFailed:
+      return metrics::Outcome::kTlsError;
     default:
       return metrics::Outcome::kReset;
   }
@@ -101,21 +103,60 @@ void UpstreamConnection::on_connected(int status) {
     return;
   }
   uv_tcp_nodelay(&tcp_, 1);
+  if (pool_.tls() == nullptr) {
+    start_reading();
+    on_transport_ready();
+    return;
+  }
+  SSL* ssl = pool_.tls()->new_ssl(pool_.tls_name(), &pool_.tls_sessions());
+  if (ssl == nullptr) {
+    LogLine(LogLevel::kError, "upstream TLS").kv("error", openssl_reason());
+    fail(Error::kUpstreamTlsFailed);
+    return;
+  }
+  tls_ = std::make_unique<TlsSession>(ssl, TlsSession::Role::kClient);
+  // The handshake counts against the connect timeout: what is left of it.
+  const uint64_t elapsed_ms = (uv_hrtime() - connect_start_ns_) / 1'000'000;
+  const uint64_t limit_ms = pool_.settings().connect_timeout_ms;
+  start_timer(elapsed_ms < limit_ms ? limit_ms - elapsed_ms : 1);
+  start_reading();
+  const TlsSession::Result r = tls_->handshake();  // produces the ClientHello
+  send_tls_output();
+  if (r == TlsSession::Result::kError) tls_failed(tls_->error());
+}
+
+void UpstreamConnection::on_transport_ready() {
   pool_.stats().observe_us(pool_.cells().connect_histogram,
                            (uv_hrtime() - connect_start_ns_) / 1000);
   set_state(State::kActive);
+  ExchangeSink* sink = sink_;
+  if (sink != nullptr) sink->on_upstream_ready(*this);
+}
+
+void UpstreamConnection::tls_failed(std::string_view reason) {
+  const std::string_view verify = tls_ ? tls_->verify_error() : std::string_view();
+  LogLine(LogLevel::kWarn, "upstream TLS handshake failed")
+      .kv("upstream", pool_.authority())
+      .kv("server_name", pool_.tls_name())
+      .kv("reason", verify.empty() ? reason : verify);
+  pool_.tls_sessions().clear();  // never offer a session again after a failure
+  fail(Error::kUpstreamTlsFailed);
+}
+
+void UpstreamConnection::start_reading() {
   reading_ = true;
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&tcp_),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
         auto* self = static_cast<UpstreamConnection*>(h->data);
-        *buf = self->in_.prepare(self->io_.blocks);
+        // TLS reads ciphertext into the worker's scratch buffer (OpenSSL
+        // copies it at once); plain HTTP reads straight into the response buffer.
+        *buf = self->tls_ ? uv_buf_init(self->io_.tls_scratch, sizeof self->io_.tls_scratch)
+                          : self->in_.prepare(self->io_.blocks);
       },
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
         static_cast<UpstreamConnection*>(s->data)->on_read(nread);
       });
-  ExchangeSink* sink = sink_;
-  if (sink != nullptr) sink->on_upstream_ready(*this);
 }
 
 void UpstreamConnection::attach(ExchangeSink* sink) {
@@ -132,8 +173,7 @@ void UpstreamConnection::send_request_head(std::string_view head, bool head_requ
   request_start_ns_ = uv_hrtime();
   WriteBatch* b = io_.batches.acquire();
   b->append_owned(head);
-  int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
-  if (rc != 0) {
+  if (!submit(b)) {
     fail(Error::kUpstreamReset);
     return;
   }
@@ -145,8 +185,7 @@ bool UpstreamConnection::send_body(WriteBatch* b) {
     io_.batches.recycle(b);
     return true;
   }
-  int rc = b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);
-  if (rc != 0) {
+  if (!submit(b)) {
     fail(Error::kUpstreamReset);
     return true;
   }
@@ -155,6 +194,28 @@ bool UpstreamConnection::send_body(WriteBatch* b) {
     return false;
   }
   return true;
+}
+
+bool UpstreamConnection::submit(WriteBatch* b) {
+  if (tls_) {
+    // The one copy TLS costs: plaintext spans in, one ciphertext buffer out.
+    bool ok = true;
+    b->for_each_span([&](std::string_view span) { ok = ok && tls_->write(span); });
+    io_.batches.recycle(b);
+    if (!ok) return false;
+    b = io_.batches.acquire();
+    tls_->take_output(b->owned());
+  }
+  return b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this) == 0;
+}
+
+void UpstreamConnection::send_tls_output() {
+  if (!tls_ || tls_->output_size() == 0 || state_ == State::kClosing) return;
+  WriteBatch* b = io_.batches.acquire();
+  tls_->take_output(b->owned());
+  if (b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this) != 0) {
+    fail(state_ == State::kConnecting ? Error::kUpstreamTlsFailed : Error::kUpstreamReset);
+  }
 }
 
 void UpstreamConnection::on_write_done(WriteBatch&, int status) {
@@ -183,15 +244,7 @@ void UpstreamConnection::pause_reading() {
 void UpstreamConnection::resume_reading() {
   if (!read_paused_ || state_ != State::kActive) return;
   read_paused_ = false;
-  uv_read_start(
-      reinterpret_cast<uv_stream_t*>(&tcp_),
-      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        auto* self = static_cast<UpstreamConnection*>(h->data);
-        *buf = self->in_.prepare(self->io_.blocks);
-      },
-      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-        static_cast<UpstreamConnection*>(s->data)->on_read(nread);
-      });
+  start_reading();
   start_timer(pool_.settings().response_timeout_ms);
 }
 
@@ -199,16 +252,11 @@ void UpstreamConnection::on_read(ssize_t nread) {
   if (state_ == State::kClosing) return;
   if (nread == 0) return;  // EAGAIN
   if (nread < 0) {
-    if (state_ != State::kActive) {
-      close();  // an idle connection closed by the upstream: forget it
-      return;
-    }
-    if (nread == UV_EOF && parser_.in_body() &&
-        parser_.finish() == http::Http1Parser::Event::kMessageComplete) {
-      finish_response();  // close-delimited body ended
-      return;
-    }
-    fail(Error::kUpstreamReset);
+    on_peer_closed(nread == UV_EOF);
+    return;
+  }
+  if (tls_) {
+    tls_input(static_cast<size_t>(nread));
     return;
   }
   in_.commit(static_cast<size_t>(nread));
@@ -218,6 +266,65 @@ void UpstreamConnection::on_read(ssize_t nread) {
   }
   start_timer(pool_.settings().response_timeout_ms);
   process_input();
+}
+
+void UpstreamConnection::on_peer_closed(bool clean) {
+  if (state_ == State::kConnecting) {
+    tls_failed("the server closed the connection");  // only TLS reads before it is up
+    return;
+  }
+  if (state_ != State::kActive) {
+    close();  // an idle connection closed by the upstream: forget it
+    return;
+  }
+  if (clean && parser_.in_body() &&
+      parser_.finish() == http::Http1Parser::Event::kMessageComplete) {
+    finish_response();  // close-delimited body ended
+    return;
+  }
+  fail(Error::kUpstreamReset);
+}
+
+void UpstreamConnection::tls_input(size_t n) {
+  using Result = TlsSession::Result;
+  tls_->feed(std::string_view(io_.tls_scratch, n));
+  if (!tls_->established()) {
+    const Result r = tls_->handshake();
+    send_tls_output();
+    if (state_ == State::kClosing || r == Result::kWantMore) return;
+    if (r != Result::kOk) {
+      tls_failed(tls_->error());
+      return;
+    }
+    timer_.disarm();
+    on_transport_ready();
+  }
+  while (state_ != State::kClosing) {
+    const uv_buf_t buf = in_.prepare(io_.blocks);
+    if (buf.len == 0) break;
+    size_t got = 0;
+    const Result r = tls_->read(buf.base, buf.len, got);
+    if (r == Result::kWantMore) break;
+    if (r == Result::kClosed) {
+      on_peer_closed(true);  // close_notify
+      return;
+    }
+    if (r == Result::kError) {
+      LogLine(LogLevel::kWarn, "upstream TLS error")
+          .kv("upstream", pool_.authority())
+          .kv("reason", tls_->error());
+      fail(Error::kUpstreamReset);
+      return;
+    }
+    in_.commit(got);
+    if (state_ != State::kActive || sink_ == nullptr) {
+      close(/*graceful=*/false);  // bytes nobody asked for: the connection cannot be trusted
+      return;
+    }
+    start_timer(pool_.settings().response_timeout_ms);
+    process_input();
+  }
+  send_tls_output();  // post-handshake messages (key updates)
 }
 
 void UpstreamConnection::process_input() {
@@ -263,8 +370,8 @@ void UpstreamConnection::finish_response() {
   ExchangeSink* sink = sink_;
   sink->on_response_batch_end();
   const bool reusable = sink_ != nullptr && parser_.head().keep_alive && request_sent_ &&
-                        in_.unparsed_size() == 0 && !read_paused_ &&
-                        parser_.head().framing != http::BodyFraming::kUntilClose;
+                        in_.unparsed_size() == 0 && !(tls_ && tls_->has_buffered_input()) &&
+                        !read_paused_ && parser_.head().framing != http::BodyFraming::kUntilClose;
   sink_ = nullptr;
   if (sink == nullptr) return;
   pool_.stats().observe_us(pool_.cells().response_histogram,
@@ -322,7 +429,7 @@ void UpstreamConnection::fail(Error e) {
   ExchangeSink* sink = sink_;
   sink_ = nullptr;
   const bool was_connecting = state_ == State::kConnecting;
-  close();
+  close(/*graceful=*/false);
   if (sink == nullptr) return;
   if (head_delivered_) {
     sink->on_response_aborted(e);
@@ -335,11 +442,19 @@ void UpstreamConnection::fail(Error e) {
 
 void UpstreamConnection::abort() {
   sink_ = nullptr;
-  close();
+  close(/*graceful=*/false);
 }
 
-void UpstreamConnection::close() {
+void UpstreamConnection::close(bool graceful) {
   if (state_ == State::kClosing) return;
+  if (graceful && tls_ && tls_->established()) {
+    // close_notify: the peer learns the end was meant, and OpenSSL keeps the
+    // session resumable (it drops sessions of connections that just vanish).
+    tls_->close_notify();
+    WriteBatch* b = io_.batches.acquire();
+    tls_->take_output(b->owned());
+    b->submit(reinterpret_cast<uv_stream_t*>(&tcp_), this);  // best effort: we are closing
+  }
   if (state_ == State::kIdle) pool_.remove_idle(*this);
   set_state(State::kClosing);
   sink_ = nullptr;

@@ -1,5 +1,6 @@
-// One TCP connection to an upstream server: connect, send a request, parse
-// the response and hand its events to the attached ExchangeSink. Owned by
+// One TCP connection to an upstream server: connect (and for an https
+// upstream, a TLS handshake under the connect timeout), send a request,
+// parse the response and hand its events to the attached ExchangeSink. Owned by
 // its ServerPool (kept in a std::list so it never moves); it frees itself
 // through the pool once both of its handles have closed.
 #pragma once
@@ -7,12 +8,14 @@
 #include <uv.h>
 
 #include <list>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "common/deadline_timer.hpp"
 #include "common/http1_parser.hpp"
 #include "common/io_context.hpp"
+#include "common/tls_session.hpp"
 #include "common/write_batch.hpp"
 #include "upstream/exchange_sink.hpp"
 
@@ -56,12 +59,25 @@ class UpstreamConnection final : public WriteCompletion {
 
  private:
   void on_connected(int status);
+  // TCP (and TLS) is up: the exchange may start.
+  void on_transport_ready();
+  void start_reading();
   void on_read(ssize_t nread);
+  // The peer ended the stream (EOF, or TLS close_notify).
+  void on_peer_closed(bool clean);
+  // TLS: ciphertext arrived in io_.tls_scratch.
+  void tls_input(size_t n);
+  void send_tls_output();
+  // The handshake failed: logs why (the certificate check's reason first).
+  void tls_failed(std::string_view reason);
+  // Sends `batch` (plaintext; encrypted first on TLS). False: the write failed.
+  bool submit(WriteBatch* batch);
   void on_timer();
   void process_input();
   void fail(Error e);
   void finish_response();
-  void close();
+  // `graceful`: a TLS connection says close_notify first (not after errors).
+  void close(bool graceful = true);
   void start_timer(uint64_t ms);
   // Every state change goes through here: it keeps the pool gauges true.
   void set_state(State s);
@@ -77,6 +93,7 @@ class UpstreamConnection final : public WriteCompletion {
   ExchangeSink* sink_ = nullptr;
   http::Http1Parser parser_;
   ReadBuffer in_;
+  std::unique_ptr<TlsSession> tls_;  // null: plain HTTP
   bool reused_ = false;
   bool reading_ = false;
   bool read_paused_ = false;

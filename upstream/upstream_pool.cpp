@@ -52,14 +52,17 @@ PoolSettings settings_from(const conf::Upstream& u) {
 
 ServerPool::ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
                        std::string authority, const PoolSettings& settings,
-                       metrics::StatsWriter& stats, const metrics::ServerCells& cells)
+                       metrics::StatsWriter& stats, const metrics::ServerCells& cells,
+                       const UpstreamTlsContext* tls, std::string tls_name)
     : io_(io),
       group_(group),
       addr_(addr),
       authority_(std::move(authority)),
       settings_(settings),
       stats_(stats),
-      cells_(cells) {}
+      cells_(cells),
+      tls_(tls),
+      tls_name_(std::move(tls_name)) {}
 
 UpstreamConnection* ServerPool::take_idle() {
   if (idle_.empty()) return nullptr;
@@ -104,15 +107,17 @@ void ServerPool::close_idle() {
 UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
                              metrics::StatsWriter& stats,
                              const std::vector<metrics::ServerCells>& server_cells,
-                             uint32_t retries_cell)
+                             uint32_t retries_cell, std::shared_ptr<const UpstreamTlsContext> tls)
     : name_(config.name),
       settings_(settings_from(config)),
       stats_(stats),
-      retries_cell_(retries_cell) {
+      retries_cell_(retries_cell),
+      tls_(std::move(tls)) {
   for (size_t i = 0; i < config.servers.size(); ++i) {
     const conf::HostPort& hp = config.servers[i];
-    servers_.push_back(std::make_unique<ServerPool>(io, *this, resolve(hp), hp.str(), settings_,
-                                                    stats, server_cells.at(i)));
+    servers_.push_back(std::make_unique<ServerPool>(
+        io, *this, resolve(hp), hp.str(), settings_, stats, server_cells.at(i), tls_.get(),
+        tls_ ? tls_->name_for(hp.host) : std::string()));
   }
 }
 

@@ -17,6 +17,7 @@
 #include "conf/config.hpp"
 #include "metrics/stats.hpp"
 #include "upstream/upstream_connection.hpp"
+#include "upstream/upstream_tls.hpp"
 
 namespace torii::upstream {
 
@@ -33,9 +34,12 @@ struct PoolSettings {
 
 class ServerPool {
  public:
+  // `tls` (null: plain HTTP) reaches the server as `tls_name` (SNI and the
+  // name its certificate must carry).
   ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
              std::string authority, const PoolSettings& settings, metrics::StatsWriter& stats,
-             const metrics::ServerCells& cells);
+             const metrics::ServerCells& cells, const UpstreamTlsContext* tls = nullptr,
+             std::string tls_name = {});
   ServerPool(const ServerPool&) = delete;
   ServerPool& operator=(const ServerPool&) = delete;
 
@@ -47,6 +51,9 @@ class ServerPool {
 
   const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&addr_); }
   const std::string& authority() const { return authority_; }
+  const UpstreamTlsContext* tls() const { return tls_; }
+  const std::string& tls_name() const { return tls_name_; }
+  UpstreamTlsSessionCache& tls_sessions() { return tls_sessions_; }
   const PoolSettings& settings() const { return settings_; }
   metrics::StatsWriter& stats() { return stats_; }
   const metrics::ServerCells& cells() const { return cells_; }
@@ -67,6 +74,9 @@ class ServerPool {
   PoolSettings settings_;
   metrics::StatsWriter& stats_;
   metrics::ServerCells cells_;
+  const UpstreamTlsContext* tls_;
+  std::string tls_name_;
+  UpstreamTlsSessionCache tls_sessions_;  // outlives conns_ (declared before it)
   std::list<UpstreamConnection> conns_;
   std::vector<UpstreamConnection*> idle_;  // most recently used last
 };
@@ -81,9 +91,11 @@ class UpstreamGroup {
     UpstreamConnection* conn = nullptr;  // kReady only
   };
 
-  // Resolves server names (at worker start-up, before traffic).
+  // Resolves server names (at worker start-up, before traffic). `tls`:
+  // the upstream's TLS context (null: plain HTTP).
   UpstreamGroup(IoContext& io, const conf::Upstream& config, metrics::StatsWriter& stats,
-                const std::vector<metrics::ServerCells>& server_cells, uint32_t retries_cell);
+                const std::vector<metrics::ServerCells>& server_cells, uint32_t retries_cell,
+                std::shared_ptr<const UpstreamTlsContext> tls = nullptr);
   UpstreamGroup(const UpstreamGroup&) = delete;
   UpstreamGroup& operator=(const UpstreamGroup&) = delete;
 
@@ -108,6 +120,7 @@ class UpstreamGroup {
   PoolSettings settings_;
   metrics::StatsWriter& stats_;
   uint32_t retries_cell_;
+  std::shared_ptr<const UpstreamTlsContext> tls_;  // before servers_: they point into it
   std::vector<std::unique_ptr<ServerPool>> servers_;
   size_t next_server_ = 0;
   std::list<ExchangeSink*> waiters_;

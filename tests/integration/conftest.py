@@ -32,11 +32,18 @@ SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "Und
 # --------------------------------------------------------------------------- origin
 
 class Origin:
-    def __init__(self, name="origin", keepalive_timeout=None):
+    def __init__(self, name="origin", keepalive_timeout=None, tls=None):
+        """`tls`: dict with "cert", "key", "ca" (the CA that signed cert, for
+        the harness's own /stats calls) and optionally "client_ca"."""
         self.name = name
         args = [PYTHON, ORIGIN_PY, "--host", "127.0.0.1", "--port", "0", "--name", name]
         if keepalive_timeout is not None:
             args += ["--keepalive-timeout", str(keepalive_timeout)]
+        self.tls = tls
+        if tls:
+            args += ["--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
+            if tls.get("client_ca"):
+                args += ["--tls-client-ca", str(tls["client_ca"])]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.port = None
         self._stderr = []
@@ -50,18 +57,24 @@ class Origin:
             self.stop()
             raise RuntimeError(f"origin did not start: stdout={line!r} stderr={self.proc.stderr.read()!r}")
         self.port = int(m.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self._drain_stderr, daemon=True).start()
 
     def _drain_stderr(self):
         for line in self.proc.stderr:
             self._stderr.append(line)
 
+    def _get(self, path):
+        if not self.tls:
+            return HTTP.get(self.url + path, timeout=5)
+        cert = (str(self.tls["client_cert"]), str(self.tls["client_key"])) if self.tls.get("client_ca") else None
+        return HTTP.get(self.url + path, timeout=5, verify=str(self.tls["ca"]), cert=cert)
+
     def stats(self):
-        return HTTP.get(self.url + "/stats", timeout=5).json()
+        return self._get("/stats").json()
 
     def reset_stats(self):
-        HTTP.get(self.url + "/stats?reset=1", timeout=5)
+        self._get("/stats?reset=1")
 
     def stop(self):
         if self.proc.poll() is None:

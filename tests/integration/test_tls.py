@@ -33,6 +33,7 @@ import time
 import pytest
 
 from conftest import Origin, Torii
+from pki import Pki, openssl as _openssl
 from helpers import (
     HttpConn,
     admin_port,
@@ -52,71 +53,6 @@ CMD_TIMEOUT = 15
 
 
 # --------------------------------------------------------------------------- certificates
-
-def _openssl(*args, cwd=None, input=None, timeout=CMD_TIMEOUT):
-    res = subprocess.run(["openssl", *[str(a) for a in args]], cwd=cwd, input=input, capture_output=True,
-                         timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    if res.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(map(str, args))} failed: {res.stderr!r}")
-    return res
-
-
-class Pki:
-    """A test CA in `folder` and leaf certificates signed by it."""
-
-    CA_CNF = (
-        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = Torii Test CA\n"
-        "[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
-        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n"
-    )
-
-    def __init__(self, folder):
-        self.dir = folder
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.ca = self.dir / "ca.pem"
-        self._serial = 0x1000
-        (self.dir / "ca.cnf").write_text(self.CA_CNF)
-        _openssl("req", "-x509", "-new", "-config", "ca.cnf", "-extensions", "v3_ca",
-                 "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", "ca.key", "-out", "ca.pem", "-days", "3", cwd=self.dir)
-
-    def leaf(self, name, dns, kind="ec", days=2):
-        """Key `name`.key and certificate `name`.pem for the DNS names `dns`. Returns the serial (hex)."""
-        self._serial += 1
-        serial = self._serial
-        key, csr, ext = f"{name}.key", f"{name}.csr", f"{name}.ext"
-        if kind == "ec":
-            _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key, cwd=self.dir)
-        else:
-            _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key, cwd=self.dir)
-        _openssl("req", "-new", "-key", key, "-subj", f"/CN={dns[0]}", "-out", csr, cwd=self.dir)
-        usage = "digitalSignature" if kind == "ec" else "digitalSignature,keyEncipherment"
-        (self.dir / ext).write_text(
-            "basicConstraints = critical,CA:FALSE\n"
-            f"keyUsage = critical,{usage}\n"
-            "extendedKeyUsage = serverAuth\n"
-            f"subjectAltName = {','.join('DNS:' + d for d in dns)}\n"
-            "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
-        _openssl("x509", "-req", "-in", csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", hex(serial),
-                 "-days", str(days), "-extfile", ext, "-out", f"{name}.pem", cwd=self.dir)
-        return f"{serial:X}"
-
-    def path(self, name, ext="pem"):
-        return self.dir / f"{name}.{ext}"
-
-    def der(self, name):
-        return ssl.PEM_cert_to_DER_cert(self.path(name).read_text())
-
-    def copy(self, names, dest, as_names=None):
-        """Copy `name`.pem/.key into dest (optionally renamed)."""
-        dest.mkdir(parents=True, exist_ok=True)
-        for i, n in enumerate(names):
-            target = (as_names or names)[i]
-            for ext in ("pem", "key"):
-                tmp = dest / f".{target}.{ext}.tmp"
-                shutil.copyfile(self.path(n, ext), tmp)
-                os.replace(tmp, dest / f"{target}.{ext}")  # atomic: a reload never reads half a file
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):

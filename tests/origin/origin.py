@@ -6,6 +6,9 @@ Usage:
 
 With --port 0 the kernel picks a port. Once listening, the origin prints
 ``ORIGIN_PORT=<port>`` on stdout (flushed), so a harness can read it.
+With --tls-cert/--tls-key it serves HTTPS (TLS 1.2/1.3, ALPN http/1.1);
+--tls-client-ca also asks for a client certificate signed by that CA and
+refuses connections without one.
 
 Endpoints (every response carries ``X-Origin-Name: <name>``):
 
@@ -44,6 +47,10 @@ Endpoints (every response carries ``X-Origin-Name: <name>``):
                              "METHOD path", per path+query ("urls"), TCP
                              connections accepted. /stats and /control/* are
                              never counted (nor a connection they opened).
+                             Over TLS also "tls": per counted connection, the
+                             SNI it sent ("sni"; "" for none), whether its session
+                             was resumed ("resumed"/"full"), and the client
+                             certificate's CN ("client_cn"; "" for none).
   POST /control/fail         JSON {"prefix": "/cache/x", "mode": "500"|"close"|"delay"|"off",
                              "seconds": 3}: counted requests whose path starts with
                              prefix get a 500, have their connection aborted without
@@ -60,6 +67,7 @@ import email.utils
 import hashlib
 import json
 import socket
+import ssl
 import sys
 import time
 from collections import Counter
@@ -94,6 +102,9 @@ class Stats:
         self.stats_connections = 0  # ... of which the first request was /stats (the test's own)
         self.in_flight = Counter()
         self.urls = Counter()  # "path?query" (or "path" when the query is empty)
+        self.tls_sni = Counter()
+        self.tls_sessions = Counter()  # "resumed" / "full"
+        self.tls_client_cn = Counter()
 
     def as_dict(self):
         return {
@@ -103,6 +114,11 @@ class Stats:
             "requests": dict(self.requests),
             "connections": self.connections - self.stats_connections,
             "in_flight": {k: v for k, v in self.in_flight.items() if v},
+            "tls": {
+                "sni": dict(self.tls_sni),
+                "sessions": dict(self.tls_sessions),
+                "client_cn": dict(self.tls_client_cn),
+            },
         }
 
 
@@ -125,6 +141,41 @@ def _fault_for(path):
     return best[1] if best else None
 
 
+# SNI names by SSLObject (the SNI callback runs before any request).
+SNI_SEEN = {}
+
+
+def _count_tls(transport):
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return
+    STATS.tls_sni[SNI_SEEN.pop(id(sslobj), "")] += 1
+    STATS.tls_sessions["resumed" if sslobj.session_reused else "full"] += 1
+    cert = sslobj.getpeercert()
+    cn = ""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+    STATS.tls_client_cn[cn] += 1
+
+
+def tls_context(cert, key, client_ca=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+
+    def on_sni(sslobj, name, _ctx):
+        SNI_SEEN[id(sslobj)] = name or ""
+
+    ctx.sni_callback = on_sni
+    return ctx
+
+
 def _uncounted(path):
     return path == "/stats" or path.startswith("/control/")
 
@@ -137,6 +188,8 @@ async def common_middleware(request, handler):
         transport._torii_seen = True
         if not counted:
             STATS.stats_connections += 1
+        else:
+            _count_tls(transport)
     if counted:
         STATS.total += 1
         STATS.paths[request.path] += 1
@@ -479,7 +532,7 @@ def make_app(name):
     return app
 
 
-async def serve(host, port, name, keepalive_timeout):
+async def serve(host, port, name, keepalive_timeout, tls=None):
     app = make_app(name)
     runner = web.AppRunner(
         app,
@@ -497,7 +550,7 @@ async def serve(host, port, name, keepalive_timeout):
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        protocol_factory, host, port, reuse_address=True, family=socket.AF_INET
+        protocol_factory, host, port, reuse_address=True, family=socket.AF_INET, ssl=tls
     )
     real_port = server.sockets[0].getsockname()[1]
     print(f"ORIGIN_PORT={real_port}", flush=True)
@@ -515,9 +568,13 @@ def main(argv=None):
     p.add_argument("--name", default="origin")
     p.add_argument("--keepalive-timeout", type=float, default=75.0,
                    help="seconds an idle keep-alive connection is kept open")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    p.add_argument("--tls-key", help="... and this PEM private key")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     args = p.parse_args(argv)
+    tls = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     try:
-        asyncio.run(serve(args.host, args.port, args.name, args.keepalive_timeout))
+        asyncio.run(serve(args.host, args.port, args.name, args.keepalive_timeout, tls))
     except KeyboardInterrupt:
         pass
     return 0

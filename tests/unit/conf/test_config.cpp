@@ -1678,6 +1678,18 @@ TEST_CASE("```jsonc blocks in docs/CONFIG.md load next to their certificate file
         }
       }
     }
+    if (document.contains("upstreams")) {
+      for (const auto& item : document.at("upstreams").items()) {
+        const json& upstream = item.value();
+        if (!upstream.contains("tls") || !upstream.at("tls").is_object()) continue;
+        for (const char* key : {"ca", "cert", "key"}) {
+          if (!upstream.at("tls").contains(key)) continue;
+          const std::string path = upstream.at("tls").at(key).get<std::string>();
+          REQUIRE_MESSAGE(path.front() != '/', "use relative paths in examples: " << path);
+          dir.touch(path);
+        }
+      }
+    }
     CHECK_NOTHROW((void)dir.load(block));
     ++count;
     start = end + 3;
@@ -1709,5 +1721,70 @@ TEST_CASE("route https_redirect and hsts") {
     check_rejected(
         patched(R"([{"op": "add", "path": "/routes/0/https_redirect", "value": "yes"}])"),
         "/routes/0/https_redirect", "");
+  }
+}
+
+TEST_CASE("upstream tls") {
+  const TlsDir dir;
+  dir.touch("ca.pem");
+  dir.touch("client.pem");
+  dir.touch("client.key");
+  auto with_upstream_tls = [](const std::string& tls) {
+    json config = json::parse(kMinimal);
+    config["upstreams"]["app"]["tls"] = json::parse(tls);
+    return config.dump();
+  };
+  SUBCASE("true: every default") {
+    const Config c = dir.load(with_upstream_tls("true"));
+    REQUIRE(c.upstreams[0].tls.has_value());
+    const UpstreamTls& tls = *c.upstreams[0].tls;
+    CHECK(tls.verify);
+    CHECK(tls.ca_path.empty());
+    CHECK(tls.server_name.empty());
+    CHECK(tls.cert_path.empty());
+    CHECK(tls.min_version == "TLSv1.2");
+    CHECK(tls.session_reuse);
+    CHECK_FALSE(parse_config(kMinimal, kFile).upstreams[0].tls.has_value());
+  }
+  SUBCASE("every key, relative paths against the config's folder, the name lower-cased") {
+    const Config c = dir.load(with_upstream_tls(
+        R"({"ca": "ca.pem", "server_name": "API.Internal", "cert": "client.pem",
+            "key": "client.key", "min_version": "TLSv1.3", "session_reuse": false})"));
+    const UpstreamTls& tls = *c.upstreams[0].tls;
+    CHECK(tls.ca_path == dir.path("ca.pem"));
+    CHECK(tls.server_name == "api.internal");
+    CHECK(tls.cert_path == dir.path("client.pem"));
+    CHECK(tls.key_path == dir.path("client.key"));
+    CHECK(tls.min_version == "TLSv1.3");
+    CHECK_FALSE(tls.session_reuse);
+  }
+  SUBCASE("an IP address as the server name") {
+    CHECK(dir.load(with_upstream_tls(R"({"server_name": "10.0.0.7"})"))
+              .upstreams[0]
+              .tls->server_name == "10.0.0.7");
+  }
+  SUBCASE("rejected") {
+    const struct {
+      const char* tls;
+      const char* path;
+      const char* problem;
+    } cases[] = {
+        {"false", "/upstreams/app/tls", "leave \"tls\" out"},
+        {R"("yes")", "/upstreams/app/tls", ""},
+        {R"({"verfy": false})", "/upstreams/app/tls/verfy", "did you mean \"verify\""},
+        {R"({"verify": "no"})", "/upstreams/app/tls/verify", ""},
+        {R"({"ca": "missing.pem"})", "/upstreams/app/tls/ca", "cannot read CA bundle file"},
+        {R"({"ca": ""})", "/upstreams/app/tls/ca", "must not be empty"},
+        {R"({"server_name": "*.example.com"})", "/upstreams/app/tls/server_name", "invalid"},
+        {R"({"server_name": "a b"})", "/upstreams/app/tls/server_name", "invalid"},
+        {R"({"cert": "client.pem"})", "/upstreams/app/tls/cert", "needs both"},
+        {R"({"key": "client.key"})", "/upstreams/app/tls/key", "needs both"},
+        {R"({"min_version": "TLSv1.0"})", "/upstreams/app/tls/min_version", "obsolete"},
+        {R"({"verify": false, "ca": "ca.pem"})", "/upstreams/app/tls/ca", "no effect"},
+    };
+    for (const auto& c : cases) {
+      INFO("tls: " << c.tls);
+      check_load_rejected(dir, with_upstream_tls(c.tls), c.path, c.problem);
+    }
   }
 }

@@ -15,16 +15,16 @@
 #include <utility>
 #include <vector>
 
+#include "common/tls_session.hpp"
 #include "conf/config.hpp"
 #include "gateway/tls_context.hpp"
-#include "gateway/tls_session.hpp"
 #include "tests/unit/support/tls_certs.hpp"
 
 namespace {
 
+using torii::TlsSession;
 using torii::gateway::TicketKeys;
 using torii::gateway::TlsServerContext;
-using torii::gateway::TlsSession;
 using torii::test::ClientOptions;
 using torii::test::KeyType;
 using torii::test::Leaf;
@@ -938,7 +938,7 @@ TEST_SUITE("tls context errors") {
     config.listeners.resize(3);
     config.listeners[1].tls = s.tls;
     const auto keys = fresh_keys();
-    const auto contexts = torii::gateway::build_tls_contexts(config, keys);
+    const auto contexts = torii::gateway::build_tls_contexts(config, keys).listeners;
     REQUIRE(contexts.size() == 3);
     CHECK(contexts[0] == nullptr);
     CHECK(contexts[1] != nullptr);

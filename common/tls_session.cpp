@@ -1,10 +1,11 @@
-#include "gateway/tls_session.hpp"
+#include "common/tls_session.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include <string>
 
-namespace torii::gateway {
+namespace torii {
 
 namespace {
 
@@ -36,14 +37,26 @@ BIO_METHOD* sink_method() {
 
 }  // namespace
 
-TlsSession::TlsSession(SSL* ssl) : ssl_(ssl) {
+std::string openssl_reason(const char* fallback) {
+  unsigned long e = 0;
+  unsigned long last = 0;
+  while ((e = ERR_get_error()) != 0) last = e;
+  const char* reason = last != 0 ? ERR_reason_error_string(last) : nullptr;
+  return reason != nullptr ? reason : fallback;
+}
+
+TlsSession::TlsSession(SSL* ssl, Role role) : ssl_(ssl) {
   in_ = BIO_new(BIO_s_mem());
   out_ = BIO_new(sink_method());
   BIO_set_data(out_, &pending_);
   // An empty memory BIO reads as "retry later", not end of file.
   BIO_set_mem_eof_return(in_, -1);
   SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both now
-  SSL_set_accept_state(ssl_);
+  if (role == Role::kServer) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
 }
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }
@@ -53,11 +66,7 @@ void TlsSession::feed(std::string_view ciphertext) {
 }
 
 TlsSession::Result TlsSession::fail() {
-  unsigned long e = 0;
-  unsigned long last = 0;
-  while ((e = ERR_get_error()) != 0) last = e;
-  const char* reason = last != 0 ? ERR_reason_error_string(last) : nullptr;
-  error_ = reason != nullptr ? reason : "TLS protocol error";
+  error_ = openssl_reason("TLS protocol error");
   return Result::kError;
 }
 
@@ -146,6 +155,15 @@ std::string_view TlsSession::server_name() const {
 
 bool TlsSession::resumed() const { return SSL_session_reused(ssl_) == 1; }
 
+std::string_view TlsSession::verify_error() const {
+  const long result = SSL_get_verify_result(ssl_);
+  return result == X509_V_OK ? std::string_view() : X509_verify_cert_error_string(result);
+}
+
+bool TlsSession::has_buffered_input() const {
+  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+}
+
 bool TlsSession::looks_like_http(std::string_view first_bytes) {
   for (std::string_view method :
        {"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE "}) {
@@ -156,4 +174,4 @@ bool TlsSession::looks_like_http(std::string_view first_bytes) {
   return false;
 }
 
-}  // namespace torii::gateway
+}  // namespace torii

@@ -3,16 +3,22 @@
 // plaintext in and sends the ciphertext that comes out. Nothing here ever
 // blocks or touches a socket, so it runs on the worker's loop and is tested
 // without one. The ciphertext copy on the way in and out is the one copy
-// TLS costs.
+// TLS costs. The same class serves both ends: clients of a TLS listener
+// (server role) and https upstreams (client role).
 #pragma once
 
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
-namespace torii::gateway {
+namespace torii {
+
+// The reason of the last error on the thread's OpenSSL queue ("certificate
+// verify failed"...), or `fallback` when it is empty; clears the queue.
+std::string openssl_reason(const char* fallback = "unknown OpenSSL error");
 
 class TlsSession {
  public:
@@ -23,8 +29,12 @@ class TlsSession {
     kError,     // protocol error: the connection must end
   };
 
-  // Takes ownership of a server-side `ssl` (TlsServerContext::new_ssl()).
-  explicit TlsSession(SSL* ssl);
+  enum class Role : uint8_t { kServer, kClient };
+
+  // Takes ownership of `ssl` (TlsServerContext::new_ssl(), or
+  // UpstreamTlsContext::new_ssl() for the client role). A client starts
+  // its handshake with the first handshake() call.
+  explicit TlsSession(SSL* ssl, Role role = Role::kServer);
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
   ~TlsSession();
@@ -50,6 +60,12 @@ class TlsSession {
   std::string_view version() const;      // "TLSv1.3"
   std::string_view server_name() const;  // SNI sent by the client, or ""
   bool resumed() const;
+  // Why the peer's certificate was refused ("certificate has expired",
+  // "hostname mismatch"...), or "" when it was not.
+  std::string_view verify_error() const;
+  // Peer bytes received but not yet returned by read(): decrypted ones and
+  // records not yet processed.
+  bool has_buffered_input() const;
   // The OpenSSL reason of the last error ("wrong version number", ...).
   const std::string& error() const { return error_; }
 
@@ -70,4 +86,4 @@ class TlsSession {
   std::string error_;
 };
 
-}  // namespace torii::gateway
+}  // namespace torii
