@@ -110,4 +110,14 @@ void close_listen_sockets(ListenSocketSet& set) {
   set.fds.clear();
 }
 
+size_t address_occurrence(const std::vector<conf::Listener>& listeners, size_t index) {
+  size_t n = 0;
+  for (size_t k = 0; k < index; ++k) {
+    const conf::HostPort& a = listeners[k].address;
+    const conf::HostPort& b = listeners[index].address;
+    if (a.host == b.host && a.port == b.port) ++n;
+  }
+  return n;
+}
+
 }  // namespace torii::gateway

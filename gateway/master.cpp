@@ -146,6 +146,11 @@ void Master::adopt_inherited_sockets() {
     ListenSocketSet set;
     set.requested = *address;
     set.bound = *address;
+    // Sets come in the old master's order: the n-th one of an address is its occurrence n.
+    set.occurrence = static_cast<size_t>(
+        std::count_if(sockets_.begin(), sockets_.end(), [&](const ListenSocketSet& s) {
+          return s.requested.host == address->host && s.requested.port == address->port;
+        }));
     std::string list = item.substr(bar + 1);
     for (size_t p = 0; p < list.size();) {
       size_t comma = list.find(',', p);
@@ -209,9 +214,9 @@ void Master::on_handover() {
 
 // ---- sockets ---------------------------------------------------------------
 
-ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
+ListenSocketSet* Master::socket_set(const conf::HostPort& address, size_t occurrence) {
   for (ListenSocketSet& s : sockets_) {
-    if (s.serves(address)) return &s;
+    if (s.serves(address, occurrence)) return &s;
   }
   return nullptr;
 }
@@ -219,8 +224,10 @@ ListenSocketSet* Master::socket_set(const conf::HostPort& address) {
 void Master::close_dropped_listeners() {
   const auto& listeners = current_->config->listeners;
   for (auto it = sockets_.begin(); it != sockets_.end();) {
-    const bool kept = std::any_of(listeners.begin(), listeners.end(),
-                                  [&](const conf::Listener& l) { return it->serves(l.address); });
+    bool kept = false;
+    for (size_t k = 0; k < listeners.size() && !kept; ++k) {
+      kept = it->serves(listeners[k].address, address_occurrence(listeners, k));
+    }
     if (kept) {
       ++it;
       continue;
@@ -232,11 +239,14 @@ void Master::close_dropped_listeners() {
 }
 
 void Master::ensure_sockets(const conf::Config& config) {
-  for (const conf::Listener& l : config.listeners) {
-    if (ListenSocketSet* set = socket_set(l.address)) {
+  for (size_t k = 0; k < config.listeners.size(); ++k) {
+    const conf::Listener& l = config.listeners[k];
+    const size_t occurrence = address_occurrence(config.listeners, k);
+    if (ListenSocketSet* set = socket_set(l.address, occurrence)) {
       grow_listen_sockets(*set, l, config.workers);
     } else {
       sockets_.push_back(open_listen_sockets(l, config.workers));
+      sockets_.back().occurrence = occurrence;
       LogLine(LogLevel::kInfo, "listening")
           .kv("listener", sockets_.size() - 1)
           .kv("address", sockets_.back().address())
@@ -592,7 +602,9 @@ void Master::become_worker(WorkerProcess& w, int control_fd) {
   for (ListenSocketSet& set : sockets_) {
     size_t listener = config.listeners.size();
     for (size_t k = 0; k < config.listeners.size(); ++k) {
-      if (set.serves(config.listeners[k].address)) listener = k;
+      if (set.serves(config.listeners[k].address, address_occurrence(config.listeners, k))) {
+        listener = k;
+      }
     }
     for (size_t j = 0; j < set.fds.size(); ++j) {
       if (listener < config.listeners.size() && j % config.workers == w.index) {

@@ -95,7 +95,7 @@ class Master {
                                             AdminServer::Responder respond);
   // Zeroes the gauges of a slot whose worker died (its connections are gone).
   void reset_slot_gauges(size_t slot);
-  ListenSocketSet* socket_set(const conf::HostPort& address);
+  ListenSocketSet* socket_set(const conf::HostPort& address, size_t occurrence);
   // Opens sockets for listeners the config adds, and more sockets per
   // listener when it asks for more workers. Throws std::runtime_error.
   void ensure_sockets(const conf::Config& config);

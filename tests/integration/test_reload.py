@@ -168,3 +168,22 @@ def test_signal_command_uses_the_pid_file(origin, torii, tmp_path):
     assert not (tmp_path / "torii.pid").exists(), "the master removes its pid file on exit"
     gone = run_cli(["-s", "reload", "-c", t.config_path])
     assert gone.returncode == 1 and "torii.pid" in gone.stderr
+
+
+def test_listeners_on_port_zero_each_get_their_own_port_and_keep_it_on_reload(origin, torii):
+    """Port 0 may be configured more than once: each listener is its own socket."""
+    cfg = _config(origin.port, "a")
+    cfg["listeners"] = [{"address": "127.0.0.1:0"}, {"address": "127.0.0.1:0"}, {"address": "127.0.0.1:0"}]
+    t = torii(cfg)
+    assert len(t.ports) == 3 and len(set(t.ports)) == 3, t.ports
+    for port in t.ports:
+        assert simple_get(port, "/echo").header("X-Config") == "a"
+    cfg2 = _config(origin.port, "b")
+    cfg2["listeners"] = cfg["listeners"]
+    _write(t, cfg2)
+    os.kill(t.pid, signal.SIGHUP)
+    t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "configuration reloaded"], 10,
+                   "'configuration reloaded'")
+    for port in t.ports:
+        wait_for(lambda: simple_get(port, "/echo").header("X-Config") == "b", 5, what=f"config b on {port}")
+    assert len([r for r in t.records() if r.get("msg") == "listening"]) == 3, "a reload opened new sockets"
