@@ -20,6 +20,7 @@ docker_pkgs=(
 )
 # Example apps behind the gateway and dashboard checks (issue 8).
 example_pkgs=(
+  python3-django gunicorn      # the Django example app under gunicorn (tests/integration/test_django.py)
 )
 
 pkgs=("${build_pkgs[@]}" python3 python3-aiohttp curl)
