@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include <cstring>
 #include <string>
 
 namespace torii {
@@ -120,6 +121,39 @@ bool TlsSession::write(std::string_view plaintext) {
     plaintext.remove_prefix(written);
   }
   return true;
+}
+
+bool TlsSession::write_all(WriteBatch& batch) {
+  constexpr size_t kRecord = 16 * 1024;  // the largest TLS record's plaintext
+  // Workers are single-threaded: one gathering buffer serves every session.
+  static thread_local char gathered[kRecord];
+  size_t used = 0;
+  bool ok = true;
+  auto gather = [&](std::string_view bytes) {
+    std::memcpy(gathered + used, bytes.data(), bytes.size());
+    used += bytes.size();
+  };
+  auto flush = [&] {
+    if (used > 0) ok = ok && write(std::string_view(gathered, used));
+    used = 0;
+  };
+  batch.for_each_span([&](std::string_view span) {
+    if (!ok) return;
+    if (used + span.size() <= kRecord) {
+      gather(span);
+      return;
+    }
+    // Top up the record being gathered, then send whole records straight.
+    const size_t top_up = kRecord - used;
+    gather(span.substr(0, top_up));
+    flush();
+    span.remove_prefix(top_up);
+    const size_t whole = span.size() - span.size() % kRecord;
+    if (whole > 0) ok = ok && write(span.substr(0, whole));
+    gather(span.substr(whole));
+  });
+  flush();
+  return ok;
 }
 
 void TlsSession::take_output(std::string& out) {

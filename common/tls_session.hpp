@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/write_batch.hpp"
+
 namespace torii {
 
 // The reason of the last error on the thread's OpenSSL queue ("certificate
@@ -49,6 +51,12 @@ class TlsSession {
   // Encrypts `plaintext` (all of it: a memory BIO never pushes back).
   // False after a fatal error.
   bool write(std::string_view plaintext);
+  // Encrypts every span of `batch` in as few records as it takes: small
+  // spans (a head, a short body) are gathered into one record of up to
+  // 16 KiB, as nginx's ssl_buffer_size does, and whole records of a large
+  // span go to OpenSSL as they are. One record per span would cost an AEAD
+  // pass, a 22-byte header and tag, and a syscall's worth of bytes each.
+  bool write_all(WriteBatch& batch);
   // Ciphertext waiting to be sent (handshake records, data, alerts),
   // appended to `out`.
   void take_output(std::string& out);

@@ -199,8 +199,7 @@ bool UpstreamConnection::send_body(WriteBatch* b) {
 bool UpstreamConnection::submit(WriteBatch* b) {
   if (tls_) {
     // The one copy TLS costs: plaintext spans in, one ciphertext buffer out.
-    bool ok = true;
-    b->for_each_span([&](std::string_view span) { ok = ok && tls_->write(span); });
+    const bool ok = tls_->write_all(*b);
     io_.batches.recycle(b);
     if (!ok) return false;
     b = io_.batches.acquire();

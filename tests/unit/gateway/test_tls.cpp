@@ -105,6 +105,12 @@ class Conn {
 
   SSL* client() const { return client_; }
 
+  // Hands ciphertext the test took from the server to the client.
+  void to_client(const std::string& wire) {
+    REQUIRE(BIO_write(c_in_, wire.data(), static_cast<int>(wire.size())) ==
+            static_cast<int>(wire.size()));
+  }
+
   // Moves every pending ciphertext byte both ways; returns how many moved.
   size_t transfer() {
     size_t moved = 0;
@@ -434,6 +440,63 @@ TEST_SUITE("tls data") {
       std::string small;
       CHECK(c.client_read(small) == SSL_ERROR_WANT_READ);
       CHECK(small == "chunk0;chunk1;chunk2;chunk3;chunk4;chunk5;chunk6;chunk7;chunk8;chunk9;");
+    }
+  }
+
+  TEST_CASE("write_all gathers small spans into one record, large ones into full records") {
+    Simple s;
+    const auto ctx = make_ctx(s.tls);
+    const auto cctx = s.pki.client_ctx();
+    Conn c(*ctx, cctx.get(), "localhost");
+    REQUIRE(c.handshake());
+    c.transfer();  // tickets and anything else after the handshake
+    std::string drained;
+    (void)c.client_read(drained);
+    // The application-data records in the server's output, by plaintext size
+    // (TLS 1.3 record overhead: 1 inner type byte + 16 tag bytes).
+    auto record_sizes = [&](const std::string& wire) {
+      std::vector<size_t> sizes;
+      for (size_t at = 0; at + 5 <= wire.size();) {
+        const size_t len = (static_cast<unsigned char>(wire[at + 3]) << 8) |
+                           static_cast<unsigned char>(wire[at + 4]);
+        if (wire[at] == 0x17) sizes.push_back(len - 17);
+        at += 5 + len;
+      }
+      return sizes;
+    };
+    torii::WriteBatchPool pool;
+    struct Case {
+      std::vector<size_t> spans;
+      std::vector<size_t> records;
+    };
+    const Case cases[] = {
+        {{180, 1024}, {1204}},                  // a head and a 1 KiB body: one record
+        {{180, 2, 1024, 2, 5}, {1213}},         // chunked framing pieces too
+        {{16384}, {16384}},                     // exactly one record
+        {{100, 40'000}, {16384, 16384, 7332}},  // topped up, then whole records
+        {{100, 16284, 1}, {16384, 1}},          // fills one exactly
+        {{70'000, 10}, {16384, 16384, 16384, 16384, 4474}},
+    };
+    unsigned seed = 3;
+    for (const Case& k : cases) {
+      CAPTURE(k.spans.size());
+      torii::WriteBatch* batch = pool.acquire();
+      std::string expected;
+      std::vector<std::string> owned;  // static spans must outlive the batch
+      for (size_t n : k.spans) owned.push_back(pattern(n, seed++));
+      for (const std::string& o : owned) {
+        batch->append_static(o);
+        expected += o;
+      }
+      REQUIRE(c.server.write_all(*batch));
+      pool.recycle(batch);
+      std::string wire;
+      c.server.take_output(wire);
+      CHECK(record_sizes(wire) == k.records);
+      c.to_client(wire);
+      std::string got;
+      CHECK(c.client_read(got) == SSL_ERROR_WANT_READ);
+      CHECK(got == expected);
     }
   }
 
