@@ -627,7 +627,7 @@ std::string read_log_level(const Node& node) {
 
 constexpr size_t kMaxTlsCertificates = 100;
 constexpr Millis kMaxHandshakeTimeout{5 * 60'000};
-constexpr Millis kMinTicketKeyRotation{60'000};
+constexpr Millis kMinTicketKeyRotation{10'000};
 constexpr Millis kMaxTicketKeyRotation{7 * 24 * 3'600'000};
 
 // A file path from the config: a relative path is relative to the config
@@ -819,7 +819,7 @@ ListenerTls read_listener_tls(const Node& node) {
   }
   if (auto n = obj.optional("session_tickets")) tls.session_tickets = read_bool(*n);
   if (auto n = obj.optional("ticket_key_rotation")) {
-    tls.ticket_key_rotation = read_duration_at_least(*n, kMinTicketKeyRotation, "1m");
+    tls.ticket_key_rotation = read_duration_at_least(*n, kMinTicketKeyRotation, "10s");
     if (tls.ticket_key_rotation > kMaxTicketKeyRotation) {
       n->fail("must be at most 168h (7 days), got " + quote(n->value().get<std::string>()));
     }

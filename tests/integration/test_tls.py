@@ -750,3 +750,52 @@ def test_session_resumes_after_reload(origin, torii, pki, tmp_path):
             assert c.sock.session_reused
             c.request("GET", "/echo", host="site.test")
             assert c.read_response().status == 200
+
+
+def _ticket_key_name(sess_file):
+    """The first 16 bytes of a saved session's ticket: the name of the key that encrypted it."""
+    text = _openssl("sess_id", "-in", sess_file, "-text", "-noout").stdout.decode()
+    m = re.search(r"TLS session ticket:\n\s*0000 - ([0-9a-f -]{47})", text)
+    assert m, text
+    return m.group(1).replace("-", " ").replace(" ", "")
+
+
+def test_scheduled_ticket_key_rotation_reaches_every_worker(origin, torii, pki, tmp_path):
+    """Every ticket_key_rotation the master sends a new key to the workers:
+    new tickets carry the new key's name, tickets under the previous key
+    still resume, and tickets under the new key resume on either worker."""
+    pki.copy(["site1"], tmp_path / "certs", as_names=["site"])
+    cfg = _reload_config(origin.port)
+    cfg["listeners"][0]["tls"]["ticket_key_rotation"] = "10s"
+    t = torii(cfg)
+    port = t.ports[0]
+    before, after = tmp_path / "before.pem", tmp_path / "after.pem"
+    rc, out = s_client(pki, port, "-sess_out", str(before), "-ign_eof", servername="site.test",
+                       stdin=https_request("site.test"))
+    assert rc == 0 and "New," in out, out
+    t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "TLS session-ticket key rotated"] or None,
+                   15, "a scheduled rotation")
+    rc, out = s_client(pki, port, "-sess_out", str(after), "-ign_eof", servername="site.test",
+                       stdin=https_request("site.test"))
+    assert rc == 0 and "New," in out, out
+    assert _ticket_key_name(before) != _ticket_key_name(after)
+    for _ in range(4):  # the previous key still decrypts
+        rc, out = s_client(pki, port, "-sess_in", str(before), "-ign_eof", servername="site.test",
+                           stdin=https_request("site.test"))
+        assert rc == 0 and "Reused," in out, out
+    # A ticket under the new key resumes on both workers: each got the key.
+    ctx = client_ctx(pki)
+    with TlsConn(port, ctx, "site.test") as c:
+        c.request("GET", "/echo", host="site.test")
+        assert c.read_response().status == 200
+        session = c.sock.session
+    resumed_on = set()
+    for _ in range(40):
+        with TlsConn(port, ctx, "site.test", session=session) as c:
+            assert c.sock.session_reused
+            resumed_on.add(worker_of(t, port, c.sock.getsockname()[1]))
+            c.request("GET", "/echo", host="site.test")
+            assert c.read_response().status == 200
+        if len(resumed_on) == 2:
+            break
+    assert len(resumed_on) == 2, "every connection reached one worker"
