@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include "conf/config_policies.hpp"
 #include "conf/config_reader.hpp"
 
 namespace torii::conf {
@@ -371,11 +372,14 @@ Upstream read_upstream(const Node& node, const std::string& name) {
   if (!is_valid_upstream_name(name)) {
     node.fail("invalid upstream name " + quote(name) + " (use letters, digits, '_', '-' and '.')");
   }
-  const ObjectReader obj(node, {"servers", "connect_timeout", "response_timeout", "pool", "tls"});
+  const ObjectReader obj(node, {"servers", "connect_timeout", "response_timeout", "pool", "tls",
+                                "balance", "outlier_detection", "health_check", "max_requests"});
   Upstream upstream;
   upstream.name = name;
   for (const Node& element : read_array(obj.required("servers"), /*allow_empty=*/false)) {
-    HostPort server = read_server_address(element);
+    uint32_t weight = 1;
+    HostPort server = read_weighted_server(element, weight);
+    upstream.weights.push_back(weight);
     for (const HostPort& earlier : upstream.servers) {
       if (same_address(server, earlier)) element.fail("duplicate server " + quote(server.str()));
     }
@@ -385,6 +389,14 @@ Upstream read_upstream(const Node& node, const std::string& name) {
   if (auto n = obj.optional("response_timeout")) upstream.response_timeout = read_timeout(*n);
   if (auto n = obj.optional("pool")) upstream.pool = read_pool(*n);
   if (auto n = obj.optional("tls")) upstream.tls = read_upstream_tls(*n);
+  if (auto n = obj.optional("balance")) upstream.balance = read_balance(*n);
+  if (auto n = obj.optional("outlier_detection")) {
+    upstream.outlier_detection = read_outlier_detection(*n);
+  }
+  if (auto n = obj.optional("health_check")) upstream.health_check = read_health_check(*n);
+  if (auto n = obj.optional("max_requests")) {
+    upstream.max_requests = static_cast<uint32_t>(read_uint(*n, 0, 1'000'000));
+  }
   return upstream;
 }
 
@@ -628,8 +640,13 @@ RouteCache read_route_cache(const Node& node, const RouteMatch& match) {
 
 Route read_route(const Node& node, const std::vector<Upstream>& upstreams) {
   const ObjectReader obj(
-      node, {"name", "match", "upstream", "response_headers", "cache", "https_redirect", "hsts"});
+      node, {"name", "match", "upstream", "response_headers", "cache", "https_redirect", "hsts",
+             "retry", "timeouts", "rate_limit", "auth"});
   Route route;
+  if (auto n = obj.optional("retry")) route.retry = read_retry(*n);
+  if (auto n = obj.optional("timeouts")) route.timeouts = read_route_timeouts(*n);
+  if (auto n = obj.optional("rate_limit")) route.rate_limit = read_rate_limit(*n);
+  if (auto n = obj.optional("auth")) route.auth = read_route_auth(*n);
   if (auto n = obj.optional("https_redirect")) route.https_redirect = read_bool(*n);
   if (auto n = obj.optional("hsts")) {
     route.hsts = read_string(*n);

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "conf/policies.hpp"
+
 namespace torii::conf {
 
 using Millis = std::chrono::milliseconds;
@@ -113,6 +115,13 @@ struct UpstreamTls {
 struct Upstream {
   std::string name;
   std::vector<HostPort> servers;
+  std::vector<uint32_t> weights;  // one per server (default 1)
+  Balance balance;
+  std::optional<OutlierDetection> outlier_detection;  // absent: servers are never ejected
+  std::optional<HealthCheck> health_check;            // absent: no active probes
+  // Requests in flight to the upstream, per worker, before new ones get a
+  // fast 503 with Retry-After (circuit breaking); 0: no cap.
+  uint32_t max_requests = 0;
   std::optional<UpstreamTls> tls;  // absent: plain HTTP
   Millis connect_timeout{5'000};   // -> 504
   Millis response_timeout{
@@ -189,8 +198,12 @@ struct Route {
   std::string hsts;
   // Added to every response of the route (after the upstream's own headers).
   std::vector<std::pair<std::string, std::string>> response_headers;
-  std::string upstream;       // key into Config::upstreams (validated)
-  size_t upstream_index = 0;  // index into Config::upstreams, filled by validation
+  std::string upstream;              // key into Config::upstreams (validated)
+  size_t upstream_index = 0;         // index into Config::upstreams, filled by validation
+  std::optional<RetryPolicy> retry;  // absent: only the keep-alive race is retried
+  RouteTimeouts timeouts;
+  std::optional<RateLimit> rate_limit;
+  std::optional<RouteAuth> auth;
 };
 
 struct Config {

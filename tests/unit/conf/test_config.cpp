@@ -1788,3 +1788,183 @@ TEST_CASE("upstream tls") {
     }
   }
 }
+
+TEST_CASE("upstream policies: weights, balance, outlier detection, health checks, max_requests") {
+  SUBCASE("defaults") {
+    const Config c = parse_config(kMinimal, kFile);
+    const Upstream& u = c.upstreams[0];
+    CHECK(u.weights == std::vector<uint32_t>{1});
+    CHECK(u.balance.policy == BalancePolicy::kRoundRobin);
+    CHECK_FALSE(u.outlier_detection.has_value());
+    CHECK_FALSE(u.health_check.has_value());
+    CHECK(u.max_requests == 0);
+  }
+  SUBCASE("every key") {
+    const Config c = parse_config(patched(R"([
+      {"op": "replace", "path": "/upstreams/app/servers",
+       "value": ["127.0.0.1:9001", {"address": "127.0.0.1:9002", "weight": 5}]},
+      {"op": "add", "path": "/upstreams/app/balance", "value": {"hash": {"header": "X-User"}}},
+      {"op": "add", "path": "/upstreams/app/outlier_detection",
+       "value": {"consecutive_5xx": 2, "consecutive_connect_failures": 0, "base_ejection": "1s",
+                 "max_ejection": "8s", "max_ejected_percent": 34}},
+      {"op": "add", "path": "/upstreams/app/health_check",
+       "value": {"path": "/ping", "host": "app.internal", "interval": "500ms", "timeout": "200ms",
+                 "healthy_threshold": 1, "unhealthy_threshold": 2,
+                 "expected_statuses": "200-299,304"}},
+      {"op": "add", "path": "/upstreams/app/max_requests", "value": 100}])"),
+                                  kFile);
+    const Upstream& u = c.upstreams[0];
+    CHECK(u.weights == std::vector<uint32_t>{1, 5});
+    CHECK(u.balance.policy == BalancePolicy::kHash);
+    CHECK(u.balance.hash_key == HashKey::kHeader);
+    CHECK(u.balance.hash_name == "x-user");
+    REQUIRE(u.outlier_detection.has_value());
+    CHECK(u.outlier_detection->consecutive_5xx == 2);
+    CHECK(u.outlier_detection->consecutive_connect_failures == 0);
+    CHECK(u.outlier_detection->base_ejection == 1s);
+    CHECK(u.outlier_detection->max_ejection == 8s);
+    CHECK(u.outlier_detection->max_ejected_percent == 34);
+    REQUIRE(u.health_check.has_value());
+    CHECK(u.health_check->path == "/ping");
+    CHECK(u.health_check->host == "app.internal");
+    CHECK(u.health_check->interval == 500ms);
+    CHECK(u.health_check->timeout == 200ms);
+    CHECK(u.health_check->healthy_threshold == 1);
+    CHECK(u.health_check->unhealthy_threshold == 2);
+    CHECK(u.health_check->expected_statuses == "200-299,304");
+    CHECK(u.max_requests == 100);
+  }
+  SUBCASE("balance forms") {
+    auto balance_of = [](const char* value) {
+      const std::string patch =
+          std::string(R"([{"op": "add", "path": "/upstreams/app/balance", "value": )") + value +
+          "}]";
+      return parse_config(patched(patch.c_str()), kFile).upstreams[0].balance;
+    };
+    CHECK(balance_of(R"("least_request")").policy == BalancePolicy::kLeastRequest);
+    CHECK(balance_of(R"("round_robin")").policy == BalancePolicy::kRoundRobin);
+    CHECK(balance_of(R"({"hash": "client_ip"})").hash_key == HashKey::kClientIp);
+    const Balance cookie = balance_of(R"({"hash": {"cookie": "session"}})");
+    CHECK(cookie.hash_key == HashKey::kCookie);
+    CHECK(cookie.hash_name == "session");
+  }
+  SUBCASE("rejected") {
+    run_patch_cases({
+        {"weight 0",
+         R"([{"op": "replace", "path": "/upstreams/app/servers", "value": [{"address": "127.0.0.1:1", "weight": 0}]}])",
+         "/upstreams/app/servers/0/weight", ""},
+        {"server object without address",
+         R"([{"op": "replace", "path": "/upstreams/app/servers", "value": [{"weight": 2}]}])",
+         "/upstreams/app/servers/0", "missing required key \"address\""},
+        {"balance typo",
+         R"([{"op": "add", "path": "/upstreams/app/balance", "value": "least_requests"}])",
+         "/upstreams/app/balance", "did you mean \"least_request\""},
+        {"hash both",
+         R"([{"op": "add", "path": "/upstreams/app/balance", "value": {"hash": {"header": "a", "cookie": "b"}}}])",
+         "/upstreams/app/balance/hash", "exactly one"},
+        {"outlier nothing ejects",
+         R"([{"op": "add", "path": "/upstreams/app/outlier_detection", "value": {"consecutive_5xx": 0, "consecutive_connect_failures": 0}}])",
+         "/upstreams/app/outlier_detection", "nothing would eject"},
+        {"outlier max < base",
+         R"([{"op": "add", "path": "/upstreams/app/outlier_detection", "value": {"base_ejection": "10s", "max_ejection": "5s"}}])",
+         "/upstreams/app/outlier_detection/max_ejection", "shorter"},
+        {"health statuses",
+         R"([{"op": "add", "path": "/upstreams/app/health_check", "value": {"expected_statuses": "200-1000"}}])",
+         "/upstreams/app/health_check/expected_statuses", "invalid status list"},
+        {"health timeout > interval",
+         R"([{"op": "add", "path": "/upstreams/app/health_check", "value": {"interval": "1s", "timeout": "2s"}}])",
+         "/upstreams/app/health_check/timeout", "longer than the interval"},
+        {"health path",
+         R"([{"op": "add", "path": "/upstreams/app/health_check", "value": {"path": "ping"}}])",
+         "/upstreams/app/health_check/path", "start with '/'"},
+    });
+  }
+}
+
+TEST_CASE("route policies: retry, timeouts, rate_limit, auth") {
+  const TlsDir dir;
+  dir.touch("keys.txt");
+  dir.touch("jwks.json");
+  auto with_route = [](const std::string& key, const std::string& value) {
+    json config = json::parse(kMinimal);
+    config["routes"][0][key] = json::parse(value);
+    return config.dump();
+  };
+  SUBCASE("retry") {
+    const Config c = dir.load(with_route(
+        "retry", R"({"attempts": 2, "on": ["connect_failure", "503", "502"], "backoff": "10ms",
+                     "max_backoff": "100ms", "budget_percent": 10, "min_retries_per_second": 1})"));
+    REQUIRE(c.routes[0].retry.has_value());
+    const RetryPolicy& r = *c.routes[0].retry;
+    CHECK(r.attempts == 2);
+    CHECK(r.on_connect_failure);
+    CHECK_FALSE(r.on_reset);
+    CHECK(r.statuses == std::vector<int>{503, 502});
+    CHECK(r.backoff == 10ms);
+    CHECK(r.max_backoff == 100ms);
+    CHECK(r.budget_percent == 10);
+    CHECK(r.min_retries_per_second == 1);
+    CHECK_FALSE(parse_config(kMinimal, kFile).routes[0].retry.has_value());
+  }
+  SUBCASE("timeouts, rate_limit") {
+    Config c = dir.load(with_route("timeouts", R"({"connect": "1s", "request": "30s"})"));
+    CHECK(c.routes[0].timeouts.connect == 1s);
+    CHECK(c.routes[0].timeouts.request == 30s);
+    CHECK_FALSE(c.routes[0].timeouts.idle.has_value());
+    c = dir.load(with_route("rate_limit", R"({"key": {"header": "X-API-Key"}, "requests": 100,
+                                              "per": "1m"})"));
+    REQUIRE(c.routes[0].rate_limit.has_value());
+    CHECK(c.routes[0].rate_limit->key == RateLimitKey::kHeader);
+    CHECK(c.routes[0].rate_limit->header == "x-api-key");
+    CHECK(c.routes[0].rate_limit->requests == 100);
+    CHECK(c.routes[0].rate_limit->per == 1min);
+    CHECK(c.routes[0].rate_limit->burst == 100);
+  }
+  SUBCASE("auth") {
+    const Config c = dir.load(with_route(
+        "auth",
+        R"({"api_key": {"query": "key", "keys": ["ci:0123456789abcdef0123"], "file": "keys.txt"},
+                    "jwt": {"jwks": "jwks.json", "issuer": "https://id.example", "audiences": ["api"],
+                            "algorithms": ["ES256"], "forward_subject": "X-User"}})"));
+    REQUIRE(c.routes[0].auth.has_value());
+    const RouteAuth& a = *c.routes[0].auth;
+    REQUIRE(a.api_key.has_value());
+    CHECK(a.api_key->header.empty());
+    CHECK(a.api_key->query == "key");
+    CHECK(a.api_key->keys == std::vector<std::string>{"ci:0123456789abcdef0123"});
+    CHECK(a.api_key->file == dir.path("keys.txt"));
+    REQUIRE(a.jwt.has_value());
+    CHECK(a.jwt->jwks_file == dir.path("jwks.json"));
+    CHECK(a.jwt->audiences == std::vector<std::string>{"api"});
+    CHECK(a.jwt->algorithms == std::vector<std::string>{"ES256"});
+    CHECK(a.jwt->forward_subject == "x-user");
+  }
+  SUBCASE("rejected") {
+    const struct {
+      const char* key;
+      const char* value;
+      const char* path;
+      const char* problem;
+    } cases[] = {
+        {"retry", R"({"on": ["connect_failures"]})", "/routes/0/retry/on/0", "did you mean"},
+        {"retry", R"({"on": ["404"]})", "/routes/0/retry/on/0", "unknown retry condition"},
+        {"retry", R"({"attempts": 11})", "/routes/0/retry/attempts", ""},
+        {"rate_limit", R"({"per": "1m"})", "/routes/0/rate_limit",
+         "missing required key \"requests\""},
+        {"rate_limit", R"({"requests": 5, "per": "500ms"})", "/routes/0/rate_limit/per",
+         "at least 1s"},
+        {"auth", R"({})", "/routes/0/auth", "needs \"api_key\" or \"jwt\""},
+        {"auth", R"({"api_key": {"keys": ["short"]}})", "/routes/0/auth/api_key/keys/0",
+         "at least 16"},
+        {"auth", R"({"api_key": {"file": "missing.txt"}})", "/routes/0/auth/api_key/file",
+         "cannot read"},
+        {"auth", R"({"jwt": {"issuer": "x"}})", "/routes/0/auth/jwt", "exactly one"},
+        {"auth", R"({"jwt": {"jwks": "jwks.json", "algorithms": ["none"]}})",
+         "/routes/0/auth/jwt/algorithms/0", "unknown JWT algorithm"},
+    };
+    for (const auto& k : cases) {
+      INFO(k.key << ": " << std::string(k.value));
+      check_load_rejected(dir, with_route(k.key, k.value), k.path, k.problem);
+    }
+  }
+}
