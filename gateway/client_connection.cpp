@@ -406,6 +406,12 @@ void ClientConnection::forward_request() {
   request_complete_ = !head.has_body();
   response_started_ = false;
   retried_ = false;
+  if (!group_->admit()) {
+    LogLine(LogLevel::kWarn, "upstream at max_requests").kv("upstream", group_->name());
+    local_reply(Error::kUpstreamPoolFull, !request_complete_);
+    return;
+  }
+  admitted_to_ = group_;
   state_ = State::kWaitingUpstream;
   set_timer(TimerPhase::kNone);
   acquire_upstream(false);
@@ -455,6 +461,20 @@ void ClientConnection::on_request_body(bool last) {
 }
 
 // ---- upstream events -------------------------------------------------------
+
+upstream::ExchangeTimeouts ClientConnection::timeouts() const {
+  upstream::ExchangeTimeouts t;
+  if (route_index_ >= worker_.config().routes.size()) return t;
+  const conf::RouteTimeouts& route = worker_.config().routes[route_index_].timeouts;
+  auto ms = [](const std::optional<conf::Millis>& d) {
+    return d ? static_cast<uint64_t>(d->count()) : uint64_t{0};
+  };
+  t.connect_ms = ms(route.connect);
+  t.response_ms = ms(route.response_headers);
+  t.idle_ms = ms(route.idle);
+  t.total_ms = ms(route.request);
+  return t;
+}
 
 void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   ticket_.reset();
@@ -628,7 +648,13 @@ void ClientConnection::finish_exchange() {
   process_input();  // a pipelined request may be waiting
 }
 
+void ClientConnection::release_admission() {
+  if (admitted_to_ != nullptr) admitted_to_->finished();
+  admitted_to_ = nullptr;
+}
+
 void ClientConnection::reset_exchange() {
+  release_admission();
   release_cache_fill();
   hsts_line_ = {};
   cache_.route = nullptr;
@@ -807,6 +833,7 @@ void ClientConnection::start_drain() {
 void ClientConnection::close() {
   if (state_ == State::kClosing) return;
   abort_upstream();
+  release_admission();
   release_cache_fill();
   if (counted_active_) {
     worker_.stats().gauge_add(worker_.layout().connections_active, -1);

@@ -67,6 +67,7 @@ class ClientConnection final : public upstream::ExchangeSink,
   bool is_tls() const { return tls_ != nullptr; }
 
   // upstream::ExchangeSink
+  upstream::ExchangeTimeouts timeouts() const override;
   void on_upstream_ready(upstream::UpstreamConnection& conn) override;
   void on_upstream_error(Error error, bool retryable) override;
   void on_response_head(const http::MessageHead& head) override;
@@ -184,6 +185,8 @@ class ClientConnection final : public upstream::ExchangeSink,
 
   // The current exchange.
   upstream::UpstreamGroup* group_ = nullptr;
+  upstream::UpstreamGroup* admitted_to_ = nullptr;  // counted in its in-flight requests
+  void release_admission();
   upstream::UpstreamConnection* upstream_ = nullptr;
   upstream::UpstreamGroup::WaitTicket ticket_;
   std::string upstream_head_;  // kept until the response starts, for a retry

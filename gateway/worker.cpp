@@ -48,7 +48,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
   rng_[1] = seed[1];
   for (size_t i = 0; i < config_.upstreams.size(); ++i) {
     groups_.push_back(std::make_unique<upstream::UpstreamGroup>(
-        io_, config_.upstreams[i], stats_, layout_.servers.at(i), layout_.retries.at(i),
+        io_, config_.upstreams[i], stats_, layout_.upstreams.at(i),
         i < tls_.upstreams.size() ? tls_.upstreams[i] : nullptr));
   }
   cache_ = std::make_unique<WorkerCache>(*this);

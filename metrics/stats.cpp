@@ -56,7 +56,7 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
        SeriesKind::kGauge,
        {"upstream", "server", "state"}},
       {"torii_upstream_retries_total",
-       "Requests replayed on a fresh connection after a reused keep-alive connection failed.",
+       "Requests sent again after a failed try: the keep-alive race, and route retry policies.",
        SeriesKind::kCounter,
        {"upstream"}},
       {"torii_cache_requests_total",
@@ -91,6 +91,33 @@ const std::array<FamilyInfo, static_cast<size_t>(Family::kCount)>& families() {
        "plain_http: plain HTTP sent to the TLS port).",
        SeriesKind::kCounter,
        {"listener", "version", "result"}},
+      {"torii_upstream_rejected_total",
+       "Requests answered 503 at once because the upstream was at a limit (max_requests: "
+       "requests in flight; max_pending: requests waiting for a connection).",
+       SeriesKind::kCounter,
+       {"upstream", "reason"}},
+      {"torii_upstream_server_up",
+       "Workers that may send requests to the server now (healthy and not ejected); "
+       "equal to the worker count when all is well.",
+       SeriesKind::kGauge,
+       {"upstream", "server"}},
+      {"torii_upstream_ejections_total",
+       "Times outlier detection ejected the server (consecutive 5xx or connect failures).",
+       SeriesKind::kCounter,
+       {"upstream", "server"}},
+      {"torii_upstream_health_checks_total",
+       "Active health-check probes, by result (passed, failed).",
+       SeriesKind::kCounter,
+       {"upstream", "server", "result"}},
+      {"torii_rate_limited_total",
+       "Requests refused with 429 by the route's rate limit.",
+       SeriesKind::kCounter,
+       {"route"}},
+      {"torii_auth_rejected_total",
+       "Requests refused by the route's authentication (missing or invalid credentials: 401; "
+       "forbidden: 403).",
+       SeriesKind::kCounter,
+       {"route", "reason"}},
   }};
   return kFamilies;
 }
@@ -229,10 +256,29 @@ StatsLayout build_layout(StatsRegistry& reg, const conf::Config& config) {
       c.response_histogram = reg.cell(Family::kUpstreamResponse, {u.name, server});
       c.idle_gauge = reg.cell(Family::kUpstreamConnections, {u.name, server, kPoolStates[0]});
       c.active_gauge = reg.cell(Family::kUpstreamConnections, {u.name, server, kPoolStates[1]});
+      c.up_gauge = reg.cell(Family::kUpstreamServerUp, {u.name, server});
+      c.ejections = reg.cell(Family::kUpstreamEjections, {u.name, server});
+      c.health_checks[0] = reg.cell(Family::kUpstreamHealthChecks, {u.name, server, "passed"});
+      c.health_checks[1] = reg.cell(Family::kUpstreamHealthChecks, {u.name, server, "failed"});
       servers.push_back(c);
     }
-    l.servers.push_back(std::move(servers));
-    l.retries.push_back(reg.cell(Family::kUpstreamRetries, {u.name}));
+    UpstreamCells cells;
+    cells.servers = std::move(servers);
+    cells.retries = reg.cell(Family::kUpstreamRetries, {u.name});
+    for (size_t r = 0; r < 2; ++r) {
+      cells.rejected[r] = reg.cell(Family::kUpstreamRejected, {u.name, kRejectReasons[r]});
+    }
+    l.upstreams.push_back(std::move(cells));
+  }
+  for (const conf::Route& route : config.routes) {
+    l.rate_limited.push_back(route.rate_limit ? reg.cell(Family::kRateLimited, {route.name}) : 0);
+    std::array<uint32_t, 3> auth{};
+    if (route.auth) {
+      for (size_t r = 0; r < auth.size(); ++r) {
+        auth[r] = reg.cell(Family::kAuthRejected, {route.name, kAuthReasons[r]});
+      }
+    }
+    l.auth_rejected.push_back(auth);
   }
   bool any_cache = false;
   for (const conf::Route& route : config.routes) {

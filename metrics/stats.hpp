@@ -10,6 +10,7 @@
 // counters and a scrape never sees a counter go down.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -32,25 +33,31 @@ size_t histogram_cells();
 // Metric families kept in shared memory (master-only metrics live in the
 // exporter). The order is the exposition order.
 enum class Family : uint16_t {
-  kRequests,             // counter   route, method, status
-  kRequestDuration,      // histogram route, method, status
-  kReceivedBytes,        // counter   (client bytes read)
-  kSentBytes,            // counter   (client bytes written)
-  kConnectionsAccepted,  // counter
-  kConnectionsActive,    // gauge
-  kUpstreamRequests,     // counter   upstream, server, outcome
-  kUpstreamConnect,      // histogram upstream, server
-  kUpstreamResponse,     // histogram upstream, server
-  kUpstreamConnections,  // gauge     upstream, server, state
-  kUpstreamRetries,      // counter   upstream
-  kCacheRequests,        // counter   route, result
-  kCacheStores,          // counter   route
-  kCacheFetches,         // counter   route, kind, result (background fetches)
-  kCacheEvictions,       // counter
-  kCachePurged,          // counter
-  kCacheEntries,         // gauge
-  kCacheBytes,           // gauge
-  kTlsHandshakes,        // counter   listener, version, result
+  kRequests,              // counter   route, method, status
+  kRequestDuration,       // histogram route, method, status
+  kReceivedBytes,         // counter   (client bytes read)
+  kSentBytes,             // counter   (client bytes written)
+  kConnectionsAccepted,   // counter
+  kConnectionsActive,     // gauge
+  kUpstreamRequests,      // counter   upstream, server, outcome
+  kUpstreamConnect,       // histogram upstream, server
+  kUpstreamResponse,      // histogram upstream, server
+  kUpstreamConnections,   // gauge     upstream, server, state
+  kUpstreamRetries,       // counter   upstream
+  kCacheRequests,         // counter   route, result
+  kCacheStores,           // counter   route
+  kCacheFetches,          // counter   route, kind, result (background fetches)
+  kCacheEvictions,        // counter
+  kCachePurged,           // counter
+  kCacheEntries,          // gauge
+  kCacheBytes,            // gauge
+  kTlsHandshakes,         // counter   listener, version, result
+  kUpstreamRejected,      // counter   upstream, reason (circuit breaking)
+  kUpstreamServerUp,      // gauge     upstream, server (workers that may use it)
+  kUpstreamEjections,     // counter   upstream, server (outlier detection)
+  kUpstreamHealthChecks,  // counter   upstream, server, result
+  kRateLimited,           // counter   route
+  kAuthRejected,          // counter   route, reason
   kCount
 };
 
@@ -133,6 +140,13 @@ class StatsRegistry {
   std::map<std::pair<Family, std::vector<std::string>>, uint32_t> index_;
 };
 
+// Why a request was refused before reaching an upstream (a fast 503).
+inline constexpr const char* kRejectReasons[] = {"max_requests", "max_pending"};
+inline constexpr size_t kRejectMaxRequests = 0;
+inline constexpr size_t kRejectMaxPending = 1;
+// Why a request failed authentication.
+inline constexpr const char* kAuthReasons[] = {"missing", "invalid", "forbidden"};
+
 // Cells of one upstream server.
 struct ServerCells {
   uint32_t outcome[static_cast<size_t>(Outcome::kCount)];
@@ -140,6 +154,16 @@ struct ServerCells {
   uint32_t response_histogram;
   uint32_t idle_gauge;
   uint32_t active_gauge;
+  uint32_t up_gauge;  // 1 while this worker may send to the server (healthy, not ejected)
+  uint32_t ejections;
+  uint32_t health_checks[2];  // passed, failed
+};
+
+// Cells of one upstream.
+struct UpstreamCells {
+  std::vector<ServerCells> servers;  // config order
+  uint32_t retries = 0;
+  uint32_t rejected[2] = {0, 0};  // by kRejectReasons
 };
 
 // What a worker needs to update its slot: cell numbers, resolved before fork.
@@ -152,8 +176,9 @@ struct StatsLayout {
   uint32_t sent_bytes = 0;
   uint32_t connections_accepted = 0;
   uint32_t connections_active = 0;
-  std::vector<std::vector<ServerCells>> servers;  // [upstream][server], config order
-  std::vector<uint32_t> retries;                  // [upstream]
+  std::vector<UpstreamCells> upstreams;                // config order
+  std::vector<uint32_t> rate_limited;                  // [route]
+  std::vector<std::array<uint32_t, 3>> auth_rejected;  // [route][kAuthReasons]
   // Cache series, per route (routes without a cache get none: empty vectors).
   std::vector<std::vector<uint32_t>> cache_requests;  // [route][CacheResult]
   std::vector<uint32_t> cache_stores;                 // [route]

@@ -1,6 +1,7 @@
 // The client side of one exchange, as the upstream side sees it.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -12,8 +13,18 @@ namespace torii::upstream {
 
 class UpstreamConnection;
 
+// Timeouts of one exchange that override the upstream's (0: the upstream's).
+struct ExchangeTimeouts {
+  uint64_t connect_ms = 0;   // connect (and TLS handshake)
+  uint64_t response_ms = 0;  // request sent -> response head
+  uint64_t idle_ms = 0;      // longest gap between response body reads
+  uint64_t total_ms = 0;     // request sent -> response complete (0: none)
+};
+
 class ExchangeSink {
  public:
+  // This exchange's timeouts (a route may override the upstream's).
+  virtual ExchangeTimeouts timeouts() const { return {}; }
   // A connection is ready for this exchange (after a wait in the queue or a connect).
   virtual void on_upstream_ready(UpstreamConnection& conn) = 0;
   // The exchange failed before a response head arrived. `retryable`: the

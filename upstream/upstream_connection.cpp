@@ -1,5 +1,7 @@
 #include "upstream/upstream_connection.hpp"
 
+#include <algorithm>
+
 #include "common/log.hpp"
 #include "upstream/upstream_pool.hpp"
 
@@ -55,6 +57,16 @@ UpstreamConnection::UpstreamConnection(ServerPool& pool, IoContext& io)
 
 void UpstreamConnection::start_timer(uint64_t ms) { timer_.arm(ms); }
 
+void UpstreamConnection::arm_response_timer() {
+  uint64_t ms = head_delivered_ ? timeouts_.idle_ms : timeouts_.response_ms;
+  if (deadline_ns_ != 0) {
+    const uint64_t now = uv_hrtime();
+    const uint64_t left_ms = now < deadline_ns_ ? (deadline_ns_ - now) / 1'000'000 : 0;
+    ms = std::min(ms, std::max<uint64_t>(left_ms, 1));
+  }
+  start_timer(ms);
+}
+
 void UpstreamConnection::set_state(State s) {
   if (s == state_) return;
   metrics::StatsWriter& stats = pool_.stats();
@@ -75,6 +87,7 @@ void UpstreamConnection::set_state(State s) {
 
 void UpstreamConnection::connect(ExchangeSink* sink) {
   sink_ = sink;
+  const uint64_t route_connect_ms = sink != nullptr ? sink->timeouts().connect_ms : 0;
   // The constructor's state is kConnecting without a gauge yet: count it.
   pool_.stats().gauge_add(pool_.cells().active_gauge, 1);
   state_ = State::kConnecting;
@@ -89,7 +102,9 @@ void UpstreamConnection::connect(ExchangeSink* sink) {
     connect_failed_sync_ = true;
     return;
   }
-  start_timer(pool_.settings().connect_timeout_ms);
+  start_timer(route_connect_ms != 0 ? route_connect_ms : pool_.settings().connect_timeout_ms);
+  connect_limit_ms_ =
+      route_connect_ms != 0 ? route_connect_ms : pool_.settings().connect_timeout_ms;
 }
 
 void UpstreamConnection::on_connected(int status) {
@@ -117,7 +132,7 @@ void UpstreamConnection::on_connected(int status) {
   tls_ = std::make_unique<TlsSession>(ssl, TlsSession::Role::kClient);
   // The handshake counts against the connect timeout: what is left of it.
   const uint64_t elapsed_ms = (uv_hrtime() - connect_start_ns_) / 1'000'000;
-  const uint64_t limit_ms = pool_.settings().connect_timeout_ms;
+  const uint64_t limit_ms = connect_limit_ms_;
   start_timer(elapsed_ms < limit_ms ? limit_ms - elapsed_ms : 1);
   start_reading();
   const TlsSession::Result r = tls_->handshake();  // produces the ClientHello
@@ -171,13 +186,18 @@ void UpstreamConnection::send_request_head(std::string_view head, bool head_requ
   head_delivered_ = false;
   parser_.expect_no_body(head_request);
   request_start_ns_ = uv_hrtime();
+  const PoolSettings& pool = pool_.settings();
+  timeouts_ = sink_ != nullptr ? sink_->timeouts() : ExchangeTimeouts{};
+  if (timeouts_.response_ms == 0) timeouts_.response_ms = pool.response_timeout_ms;
+  if (timeouts_.idle_ms == 0) timeouts_.idle_ms = pool.response_timeout_ms;
+  deadline_ns_ = timeouts_.total_ms != 0 ? request_start_ns_ + timeouts_.total_ms * 1'000'000 : 0;
   WriteBatch* b = io_.batches.acquire();
   b->append_owned(head);
   if (!submit(b)) {
     fail(Error::kUpstreamReset);
     return;
   }
-  start_timer(pool_.settings().response_timeout_ms);
+  arm_response_timer();
 }
 
 bool UpstreamConnection::send_body(WriteBatch* b) {
@@ -244,7 +264,7 @@ void UpstreamConnection::resume_reading() {
   if (!read_paused_ || state_ != State::kActive) return;
   read_paused_ = false;
   start_reading();
-  start_timer(pool_.settings().response_timeout_ms);
+  arm_response_timer();
 }
 
 void UpstreamConnection::on_read(ssize_t nread) {
@@ -263,7 +283,7 @@ void UpstreamConnection::on_read(ssize_t nread) {
     close();  // bytes nobody asked for: the connection cannot be trusted
     return;
   }
-  start_timer(pool_.settings().response_timeout_ms);
+  arm_response_timer();
   process_input();
 }
 
@@ -320,7 +340,7 @@ void UpstreamConnection::tls_input(size_t n) {
       close(/*graceful=*/false);  // bytes nobody asked for: the connection cannot be trusted
       return;
     }
-    start_timer(pool_.settings().response_timeout_ms);
+    arm_response_timer();
     process_input();
   }
   send_tls_output();  // post-handshake messages (key updates)

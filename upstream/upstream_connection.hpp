@@ -79,6 +79,9 @@ class UpstreamConnection final : public WriteCompletion {
   // `graceful`: a TLS connection says close_notify first (not after errors).
   void close(bool graceful = true);
   void start_timer(uint64_t ms);
+  // Arms the timer for the phase the response is in (head, then body gaps),
+  // never past the exchange's total deadline.
+  void arm_response_timer();
   // Every state change goes through here: it keeps the pool gauges true.
   void set_state(State s);
   void go_idle(uint64_t idle_ms);
@@ -104,7 +107,10 @@ class UpstreamConnection final : public WriteCompletion {
   bool connect_failed_sync_ = false;
   unsigned keep_alive_hint_s_ = 0;
   uint64_t connect_start_ns_ = 0;
+  uint64_t connect_limit_ms_ = 0;  // connect + TLS handshake
   uint64_t request_start_ns_ = 0;
+  ExchangeTimeouts timeouts_;  // of the current exchange (0s filled from the pool)
+  uint64_t deadline_ns_ = 0;   // the exchange's total deadline (0: none)
 
   friend class ServerPool;
 };

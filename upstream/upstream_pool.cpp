@@ -62,7 +62,9 @@ ServerPool::ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_stora
       stats_(stats),
       cells_(cells),
       tls_(tls),
-      tls_name_(std::move(tls_name)) {}
+      tls_name_(std::move(tls_name)) {
+  stats_.gauge_add(cells_.up_gauge, 1);  // usable until health checks say otherwise
+}
 
 UpstreamConnection* ServerPool::take_idle() {
   if (idle_.empty()) return nullptr;
@@ -105,18 +107,18 @@ void ServerPool::close_idle() {
 }
 
 UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
-                             metrics::StatsWriter& stats,
-                             const std::vector<metrics::ServerCells>& server_cells,
-                             uint32_t retries_cell, std::shared_ptr<const UpstreamTlsContext> tls)
+                             metrics::StatsWriter& stats, const metrics::UpstreamCells& cells,
+                             std::shared_ptr<const UpstreamTlsContext> tls)
     : name_(config.name),
       settings_(settings_from(config)),
       stats_(stats),
-      retries_cell_(retries_cell),
-      tls_(std::move(tls)) {
+      cells_(cells),
+      tls_(std::move(tls)),
+      max_requests_(config.max_requests) {
   for (size_t i = 0; i < config.servers.size(); ++i) {
     const conf::HostPort& hp = config.servers[i];
     servers_.push_back(std::make_unique<ServerPool>(
-        io, *this, resolve(hp), hp.str(), settings_, stats, server_cells.at(i), tls_.get(),
+        io, *this, resolve(hp), hp.str(), settings_, stats, cells_.servers.at(i), tls_.get(),
         tls_ ? tls_->name_for(hp.host) : std::string()));
   }
 }
@@ -137,7 +139,10 @@ UpstreamGroup::Acquired UpstreamGroup::acquire(ExchangeSink* sink, WaitTicket& t
       return {Acquire::kPending, nullptr};
     }
   }
-  if (waiters_.size() >= settings_.max_pending) return {Acquire::kFull, nullptr};
+  if (waiters_.size() >= settings_.max_pending) {
+    stats_.add(cells_.rejected[metrics::kRejectMaxPending]);
+    return {Acquire::kFull, nullptr};
+  }
   ticket = waiters_.insert(waiters_.end(), sink);
   return {Acquire::kPending, nullptr};
 }
@@ -153,6 +158,15 @@ UpstreamGroup::Acquired UpstreamGroup::acquire_fresh(ExchangeSink* sink, WaitTic
     }
   }
   return acquire(sink, ticket);
+}
+
+bool UpstreamGroup::admit() {
+  if (max_requests_ != 0 && in_flight_ >= max_requests_) {
+    stats_.add(cells_.rejected[metrics::kRejectMaxRequests]);
+    return false;
+  }
+  ++in_flight_;
+  return true;
 }
 
 void UpstreamGroup::cancel_wait(WaitTicket& ticket) {

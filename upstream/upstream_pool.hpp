@@ -94,14 +94,20 @@ class UpstreamGroup {
   // Resolves server names (at worker start-up, before traffic). `tls`:
   // the upstream's TLS context (null: plain HTTP).
   UpstreamGroup(IoContext& io, const conf::Upstream& config, metrics::StatsWriter& stats,
-                const std::vector<metrics::ServerCells>& server_cells, uint32_t retries_cell,
+                const metrics::UpstreamCells& cells,
                 std::shared_ptr<const UpstreamTlsContext> tls = nullptr);
   UpstreamGroup(const UpstreamGroup&) = delete;
   UpstreamGroup& operator=(const UpstreamGroup&) = delete;
 
   const std::string& name() const { return name_; }
   const PoolSettings& settings() const { return settings_; }
-  void count_retry() { stats_.add(retries_cell_); }
+  void count_retry() { stats_.add(cells_.retries); }
+  // Circuit breaking: a request may go to this upstream while fewer than
+  // max_requests are in flight (false: counted, answer 503 at once). Every
+  // admitted request calls finished() once.
+  bool admit();
+  void finished() { --in_flight_; }
+  uint32_t in_flight() const { return in_flight_; }
   // kReady: `conn` is attached to the sink now. kPending: on_upstream_ready
   // or on_upstream_error follows. kFull: too many waiters (503).
   Acquired acquire(ExchangeSink* sink, WaitTicket& ticket);
@@ -119,11 +125,13 @@ class UpstreamGroup {
   std::string name_;
   PoolSettings settings_;
   metrics::StatsWriter& stats_;
-  uint32_t retries_cell_;
+  const metrics::UpstreamCells& cells_;            // the worker's layout outlives the group
   std::shared_ptr<const UpstreamTlsContext> tls_;  // before servers_: they point into it
   std::vector<std::unique_ptr<ServerPool>> servers_;
   size_t next_server_ = 0;
   std::list<ExchangeSink*> waiters_;
+  uint32_t max_requests_ = 0;  // 0: no cap
+  uint32_t in_flight_ = 0;
 };
 
 }  // namespace torii::upstream
