@@ -8,7 +8,7 @@ build_pkgs=(
   libuv1-dev node-llhttp libssl-dev nlohmann-json3-dev prometheus-cpp-dev doctest-dev
 )
 test_pkgs=(
-  python3 python3-aiohttp python3-pytest python3-requests curl
+  python3 python3-aiohttp python3-pytest python3-requests python3-cryptography curl
   clang libclang-rt-14-dev     # libFuzzer + sanitizers for the fuzz target
   clang-format clang-tidy      # scripts/lint.sh
   nginx-light wrk              # benchmarks
@@ -17,6 +17,10 @@ test_pkgs=(
 )
 # Container image, compose stack and their smoke test (issue 8).
 docker_pkgs=(
+  podman runc iptables          # builds and runs the images (root, runc; iptables for -p port publishing)
+  containernetworking-plugins golang-github-containernetworking-plugin-dnsname  # networks with DNS by name
+  debootstrap                   # the offline base image debian:bookworm-slim (scripts/podman-setup.sh)
+  docker-compose                # docker/compose.yaml, against `podman system service`
 )
 # Example apps behind the gateway and dashboard checks (issue 8).
 example_pkgs=(

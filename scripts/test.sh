@@ -42,3 +42,6 @@ build-fuzz/tests/fuzz_request_codec -max_total_time="$FUZZ_SECONDS" -print_final
   -artifact_prefix=build-fuzz/ \
   build-fuzz/corpus tests/fuzz/seeds
 echo "fuzz: no crash in ${FUZZ_SECONDS}s"
+
+step "container smoke (podman: docker/Dockerfile, docker/compose.yaml)"
+scripts/docker-smoke.sh
