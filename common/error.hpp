@@ -12,6 +12,8 @@ namespace torii {
 #define TORII_ERRORS(X)                      \
   X(kNone, 0, Internal)                      \
   X(kBadRequest, 400, Downstream)            \
+  X(kUnauthorized, 401, Downstream)          \
+  X(kForbidden, 403, Downstream)             \
   X(kNoRoute, 404, Downstream)               \
   X(kMethodNotAllowed, 405, Downstream)      \
   X(kHeaderReadTimeout, 408, Downstream)     \
@@ -19,6 +21,7 @@ namespace torii {
   X(kBodyTooLarge, 413, Downstream)          \
   X(kUriTooLong, 414, Downstream)            \
   X(kHeadersTooLarge, 431, Downstream)       \
+  X(kTooManyRequests, 429, Downstream)       \
   X(kNotImplemented, 501, Downstream)        \
   X(kVersionNotSupported, 505, Downstream)   \
   X(kUpstreamConnectFailed, 502, Upstream)   \

@@ -124,7 +124,7 @@ bool TlsSession::write(std::string_view plaintext) {
 }
 
 bool TlsSession::write_all(WriteBatch& batch) {
-  constexpr size_t kRecord = 16 * 1024;  // the largest TLS record's plaintext
+  constexpr size_t kRecord = size_t{16} * 1024;  // the largest TLS record's plaintext
   // Workers are single-threaded: one gathering buffer serves every session.
   static thread_local char gathered[kRecord];
   size_t used = 0;

@@ -237,6 +237,7 @@ RateLimit read_rate_limit(const Node& node) {
   if (auto n = obj.optional("per")) {
     r.per = read_duration_at_least(*n, Millis{1'000}, "1s");
     if (r.per > Millis{24 * 3'600'000}) n->fail("per must be at most 24h");
+    if (r.per.count() % 1000 != 0) n->fail("per must be whole seconds, e.g. \"1s\" or \"1m\"");
   }
   if (auto n = obj.optional("burst"))
     r.burst = static_cast<uint32_t>(read_uint(*n, 1, 1'000'000'000));

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "cache/policy.hpp"
 #include "common/log.hpp"
@@ -382,11 +383,52 @@ void ClientConnection::on_request_head() {
     return;
   }
   hsts_line_ = tls_ ? std::string_view(worker_.hsts_line(*route)) : std::string_view();
+  if (!pass_route_policies(*route)) return;
   group_ = &worker_.group(route_config.upstream_index);
   if (const RouteCache* rc = worker_.cache().route(*route)) {
     if (lookup_cache(*rc, host)) return;
   }
   forward_request();
+}
+
+bool ClientConnection::pass_route_policies(size_t route) {
+  const http::MessageHead& head = parser_.head();
+  PolicyVerdict verdict = worker_.policies().check(route, head, client_ip_, uv_now(io_.loop),
+                                                   static_cast<int64_t>(std::time(nullptr)));
+  if (verdict.error == Error::kNone) {
+    const RouteAuthenticator* auth = worker_.policies().auth(route);
+    if (auth != nullptr && !auth->subject_header().empty() && !verdict.subject.empty()) {
+      auth_lines_.assign(auth->subject_header())
+          .append(": ")
+          .append(verdict.subject)
+          .append("\r\n");
+    }
+    if (auth != nullptr && !auth->api_key_query().empty()) {
+      // The key is the gateway's credential: the upstream does not see it.
+      const RequestTarget t = split_target(head.target);
+      const size_t q = t.path_and_query.find('?');
+      if (q != std::string_view::npos) {
+        const std::string rest =
+            remove_query_parameter(t.path_and_query.substr(q + 1), auth->api_key_query());
+        forward_target_.assign(t.path_and_query.substr(0, q));
+        if (!rest.empty()) forward_target_.append("?").append(rest);
+      }
+    }
+    return true;
+  }
+  const metrics::StatsLayout& layout = worker_.layout();
+  if (verdict.rate_limited) {
+    worker_.stats().add(layout.rate_limited[route]);
+  } else {
+    worker_.stats().add(layout.auth_rejected[route][verdict.auth_reason]);
+  }
+  LogLine(LogLevel::kDebug, "request refused")
+      .kv("client", client_ip_)
+      .kv("route", worker_.config().routes[route].name)
+      .kv("reason", verdict.reason);
+  policy_lines_ = std::move(verdict.reply_lines);
+  local_reply(verdict.error, head.has_body());
+  return false;
 }
 
 void ClientConnection::forward_request() {
@@ -396,9 +438,22 @@ void ClientConnection::forward_request() {
     out().append_static(kContinue);
     flush();
   }
+  std::string extra_lines;  // rare: both the cache's and the auth's lines
+  std::string_view lines = cache_.request_lines;
+  if (!auth_lines_.empty()) {
+    extra_lines = cache_.request_lines + auth_lines_;
+    lines = extra_lines;
+  }
   ForwardContext ctx{
-      client_ip_,           tls_ ? "https" : "http",        request_id_, group_->name(), nullptr,
-      cache_.request_lines, cache_.head_as_get ? "GET" : ""};
+      client_ip_, tls_ ? "https" : "http",        request_id_, group_->name(), nullptr,
+      lines,      cache_.head_as_get ? "GET" : ""};
+  if (route_index_ < worker_.config().routes.size()) {
+    if (const RouteAuthenticator* auth = worker_.policies().auth(route_index_)) {
+      ctx.drop_headers[0] = auth->api_key_header();
+      ctx.drop_headers[1] = auth->subject_header();
+      ctx.path_and_query_override = forward_target_;
+    }
+  }
   upstream_head_.clear();
   build_upstream_request_head(head, ctx, upstream_head_);
   // A body-less request is complete with its head: a client that
@@ -670,6 +725,9 @@ void ClientConnection::reset_exchange() {
   group_ = nullptr;
   upstream_ = nullptr;
   ticket_.reset();
+  policy_lines_.clear();
+  auth_lines_.clear();
+  forward_target_.clear();
   plan_ = ClientResponsePlan{};
   request_complete_ = false;
   response_started_ = false;
@@ -754,6 +812,7 @@ void ClientConnection::local_reply(Error error, bool close_after) {
     cache_.status_line.append("\r\n");
   }
   cache_.status_line.append(hsts_line_);
+  cache_.status_line.append(policy_lines_);
   build_local_reply(error, request_id_, head.method == "HEAD", close_after || !head.keep_alive,
                     head.is_http10() && head.keep_alive, out().owned(), cache_.status_line);
   status_ = error_status(error);

@@ -153,6 +153,8 @@ class ClientConnection final : public upstream::ExchangeSink,
   void release_cache_fill();
   void on_request_body(bool last);
   void acquire_upstream(bool fresh);
+  // The route's rate limit and authentication; false when a local reply was sent.
+  bool pass_route_policies(size_t route);
   void local_reply(Error error, bool close_after);
   void finish_exchange();
   void reset_exchange();
@@ -186,6 +188,9 @@ class ClientConnection final : public upstream::ExchangeSink,
   // The current exchange.
   upstream::UpstreamGroup* group_ = nullptr;
   upstream::UpstreamGroup* admitted_to_ = nullptr;  // counted in its in-flight requests
+  std::string policy_lines_;    // headers of a policy's local reply (429, 401...)
+  std::string auth_lines_;      // "<subject header>: <sub>\r\n" sent upstream
+  std::string forward_target_;  // the target without the route's API-key parameter
   void release_admission();
   upstream::UpstreamConnection* upstream_ = nullptr;
   upstream::UpstreamGroup::WaitTicket ticket_;

@@ -115,8 +115,12 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
   const RequestTarget target = split_target(req.target);
   out.append(ctx.method_override.empty() ? req.method : ctx.method_override);
   out.push_back(' ');
-  if (target.absolute && target.path_and_query.front() != '/') out.push_back('/');
-  out.append(target.path_and_query);
+  if (!ctx.path_and_query_override.empty()) {
+    out.append(ctx.path_and_query_override);
+  } else {
+    if (target.absolute && target.path_and_query.front() != '/') out.push_back('/');
+    out.append(target.path_and_query);
+  }
   out.append(" HTTP/1.1\r\n");
 
   // RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
@@ -127,7 +131,9 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
     if (http::is_hop_by_hop(n) || connection.contains(n)) continue;
     if (iequals(n, "host") || iequals(n, "content-length") || iequals(n, "expect") ||
         iequals(n, "via") || iequals(n, "x-forwarded-for") || iequals(n, "x-forwarded-proto") ||
-        iequals(n, "x-forwarded-host") || iequals(n, "x-request-id")) {
+        iequals(n, "x-forwarded-host") || iequals(n, "x-request-id") ||
+        (!ctx.drop_headers[0].empty() && iequals(n, ctx.drop_headers[0])) ||
+        (!ctx.drop_headers[1].empty() && iequals(n, ctx.drop_headers[1]))) {
       continue;
     }
     append_header(out, h.name, h.value);

@@ -24,6 +24,11 @@ struct ForwardContext {
   std::string_view extra_lines = {};
   // Sent instead of the request's method (a cache turns a HEAD miss into a GET).
   std::string_view method_override = {};
+  // Sent instead of the target's path and query (an API key removed from the query).
+  std::string_view path_and_query_override = {};
+  // Request headers (lower-case names) not forwarded: a route's API-key
+  // header, and the header the gateway itself sets to the verified subject.
+  std::string_view drop_headers[2] = {};
 };
 
 // Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.

@@ -10,6 +10,7 @@
 
 #include "common/log.hpp"
 #include "conf/config.hpp"
+#include "gateway/config_resources.hpp"
 #include "gateway/master.hpp"
 #include "gateway/pid_file.hpp"
 #include "gateway/tls_context.hpp"
@@ -73,8 +74,9 @@ int main(int argc, char** argv) {
       // the same at start-up and on reload).
       auto keys = std::make_shared<torii::gateway::TicketKeys>();
       keys->rotate(torii::gateway::TicketKeys::generate());
-      const torii::gateway::TlsContexts contexts = torii::gateway::build_tls_contexts(config, keys);
-      for (const auto& ctx : contexts.listeners) {
+      const torii::gateway::ConfigResources resources =
+          torii::gateway::load_config_resources(config, keys);
+      for (const auto& ctx : resources.tls.listeners) {
         if (!ctx) continue;
         for (const std::string& w : ctx->warnings())
           std::fprintf(stderr, "warning: %s\n", w.c_str());

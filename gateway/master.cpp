@@ -13,12 +13,19 @@
 #include <ctime>
 
 #include "common/log.hpp"
+#include "gateway/config_resources.hpp"
 #include "gateway/pid_file.hpp"
 #include "gateway/router.hpp"
 #include "gateway/version.hpp"
 #include "gateway/worker.hpp"
 
 namespace torii::gateway {
+
+namespace {
+// Rate-limit keys (client addresses, API keys) tracked at once, for the
+// whole gateway: 16 bytes each, 1 MiB in all; keep live keys under ~60%.
+constexpr size_t kRateLimitKeys = 65'536;
+}  // namespace
 
 namespace {
 constexpr uint64_t kMinBackoffMs = 100;
@@ -401,8 +408,12 @@ int Master::run() {
   try {
     ticket_keys_ = std::make_shared<TicketKeys>();
     ticket_keys_->rotate(TicketKeys::generate());
-    current_->tls = build_tls_contexts(*current_->config, ticket_keys_);
-    for (const auto& ctx : current_->tls.listeners) {
+    current_->resources = load_config_resources(*current_->config, ticket_keys_);
+    rate_limit_memory_ =
+        std::make_unique<SharedRateLimitMemory>(RateLimitTable::bytes_for(kRateLimitKeys));
+    rate_limit_table_ = RateLimitTable::format(rate_limit_memory_->bytes(), kRateLimitKeys);
+    current_->resources.rate_limits = rate_limit_table_;
+    for (const auto& ctx : current_->resources.tls.listeners) {
       if (!ctx) continue;
       for (const std::string& w : ctx->warnings())
         LogLine(LogLevel::kWarn, "TLS certificate").kv("problem", w);
@@ -618,7 +629,7 @@ void Master::become_worker(WorkerProcess& w, int control_fd) {
                     config.stats_enabled ? stats_segment_->cells(w.stats_slot) : nullptr,
                     w.generation->layout};
   run_worker_process(config, w.index, std::move(mine), std::move(stats), control_fd,
-                     w.generation->tls);
+                     w.generation->resources);
 }
 
 void Master::retire(WorkerProcess& w) {
@@ -728,7 +739,8 @@ void Master::on_reload() {
     ensure_sockets(*config);
     auto keys = std::make_shared<TicketKeys>(*ticket_keys_);
     keys->rotate(TicketKeys::generate());
-    gen->tls = build_tls_contexts(*config, keys);
+    gen->resources = load_config_resources(*config, keys);
+    gen->resources.rate_limits = rate_limit_table_;
     ticket_keys_ = keys;
     gen->layout = metrics::build_layout(stats_registry_, *config);
     gen->config = std::move(config);

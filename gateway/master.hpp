@@ -18,6 +18,7 @@
 #include "conf/config.hpp"
 #include "gateway/admin_server.hpp"
 #include "gateway/cache_purge.hpp"
+#include "gateway/config_resources.hpp"
 #include "gateway/control_channel.hpp"
 #include "gateway/listen_socket.hpp"
 #include "gateway/prewarm_relay.hpp"
@@ -46,7 +47,7 @@ class Master {
     uint64_t number = 0;
     std::shared_ptr<const conf::Config> config;
     metrics::StatsLayout layout;
-    TlsContexts tls;  // the listeners' and upstreams' (null for plain ones)
+    ConfigResources resources;  // TLS contexts and route authenticators
   };
   // One worker process (alive, or waiting to be respawned).
   struct WorkerProcess {
@@ -121,6 +122,10 @@ class Master {
   // session resumes on any worker. A reload adds a new key (the previous
   // one still decrypts).
   std::shared_ptr<TicketKeys> ticket_keys_;
+  // Rate-limit buckets shared by every worker of every generation (mapped
+  // before the first fork, so limits hold across reloads).
+  std::unique_ptr<SharedRateLimitMemory> rate_limit_memory_;
+  std::optional<RateLimitTable> rate_limit_table_;
   uv_timer_t ticket_timer_;  // rotates ticket_keys_ (and the workers' copies)
   void schedule_ticket_rotation();
   void rotate_ticket_key();

@@ -26,7 +26,7 @@ uint64_t splitmix64(uint64_t& x) {
 }  // namespace
 
 Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-               WorkerStats stats, int control_fd, TlsContexts tls)
+               WorkerStats stats, int control_fd, ConfigResources resources)
     : io_(&loop_),
       config_(config),
       index_(index),
@@ -35,7 +35,7 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
       slot_header_(stats.header),
       layout_(std::move(stats.layout)),
       stats_(stats.cells),
-      tls_(std::move(tls)),
+      resources_(std::move(resources)),
       control_fd_(control_fd),
       access_log_(&loop_, config_.access_log),
       log_writer_(&loop_) {
@@ -49,15 +49,17 @@ Worker::Worker(const conf::Config& config, unsigned index, std::vector<ListenFd>
   for (size_t i = 0; i < config_.upstreams.size(); ++i) {
     groups_.push_back(std::make_unique<upstream::UpstreamGroup>(
         io_, config_.upstreams[i], stats_, layout_.upstreams.at(i),
-        i < tls_.upstreams.size() ? tls_.upstreams[i] : nullptr));
+        i < resources_.tls.upstreams.size() ? resources_.tls.upstreams[i] : nullptr));
   }
   cache_ = std::make_unique<WorkerCache>(*this);
+  policies_ = std::make_unique<RoutePolicies>(config_, resources_.auth, resources_.rate_limits);
   for (const conf::Route& r : config_.routes) {
     hsts_lines_.push_back(r.hsts.empty() ? std::string()
                                          : "Strict-Transport-Security: " + r.hsts + "\r\n");
   }
   for (const ListenFd& lf : listen_fds_) {
-    if (lf.listener >= tls_.listeners.size() || !tls_.listeners[lf.listener]) continue;
+    if (lf.listener >= resources_.tls.listeners.size() || !resources_.tls.listeners[lf.listener])
+      continue;
     https_port_ = lf.bound.port;
     break;
   }
@@ -134,7 +136,7 @@ int Worker::run() {
           if (cache_->on_control_message(message)) return;
           if (auto key = parse_ticket_key_message(message)) {
             // Every context of this generation shares one key set.
-            for (const auto& ctx : tls_.listeners) {
+            for (const auto& ctx : resources_.tls.listeners) {
               if (!ctx) continue;
               ctx->add_ticket_key(*key);
               break;
@@ -172,8 +174,8 @@ int Worker::run() {
   // (on a reload, the previous generation's worker keeps accepting on the
   // same socket until this one is ready).
   const bool first_is_tls = !listen_fds_.empty() &&
-                            listen_fds_.front().listener < tls_.listeners.size() &&
-                            tls_.listeners[listen_fds_.front().listener] != nullptr;
+                            listen_fds_.front().listener < resources_.tls.listeners.size() &&
+                            resources_.tls.listeners[listen_fds_.front().listener] != nullptr;
   cache_->start_prewarm(first_is_tls ? "https" : "http", first_listener_authority(), [this] {
     if (draining_) return;
     if (!start_serving()) {
@@ -192,7 +194,9 @@ bool Worker::start_serving() {
   for (const ListenFd& lf : listen_fds_) {
     auto l = std::make_unique<Listener>();
     l->worker = this;
-    l->tls = lf.listener < tls_.listeners.size() ? tls_.listeners[lf.listener].get() : nullptr;
+    l->tls = lf.listener < resources_.tls.listeners.size()
+                 ? resources_.tls.listeners[lf.listener].get()
+                 : nullptr;
     l->index = lf.listener;
     uv_tcp_init(&loop_, &l->tcp);
     l->tcp.data = l.get();
@@ -303,13 +307,13 @@ void Worker::close_all_handles() {
 
 void run_worker_process(const conf::Config& config, unsigned index,
                         std::vector<Worker::ListenFd> listen_fds, WorkerStats stats, int control_fd,
-                        TlsContexts tls) {
+                        ConfigResources resources) {
   // Die with the master: an orphaned worker would keep serving an old config.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   int rc = 1;
   try {
     Worker worker(config, index, std::move(listen_fds), std::move(stats), control_fd,
-                  std::move(tls));
+                  std::move(resources));
     rc = worker.run();
   } catch (const std::exception& e) {
     LogLine(LogLevel::kError, "worker failed").kv("worker", index).kv("error", e.what());

@@ -14,8 +14,10 @@
 #include "common/io_context.hpp"
 #include "conf/config.hpp"
 #include "gateway/client_connection.hpp"
+#include "gateway/config_resources.hpp"
 #include "gateway/control_channel.hpp"
 #include "gateway/log_writer.hpp"
+#include "gateway/route_policies.hpp"
 #include "gateway/router.hpp"
 #include "gateway/tls_context.hpp"
 #include "gateway/worker_cache.hpp"
@@ -44,7 +46,7 @@ class Worker {
   };
   // `control_fd`: this worker's end of the master's control channel (-1: none).
   Worker(const conf::Config& config, unsigned index, std::vector<ListenFd> listen_fds,
-         WorkerStats stats, int control_fd = -1, TlsContexts tls = {});
+         WorkerStats stats, int control_fd = -1, ConfigResources resources = {});
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -111,7 +113,14 @@ class Worker {
   metrics::StatsWriter stats_;
   std::vector<std::unique_ptr<upstream::UpstreamGroup>> groups_;
   std::unique_ptr<WorkerCache> cache_;
-  TlsContexts tls_;                      // the master's, inherited through fork
+  ConfigResources resources_;  // the master's, inherited through fork
+  std::unique_ptr<RoutePolicies> policies_;
+
+ public:
+  // The route's authenticator (null: the route has no "auth").
+  const RoutePolicies& policies() const { return *policies_; }
+
+ private:
   std::vector<std::string> hsts_lines_;  // per route
   uint16_t https_port_ = 443;
   int control_fd_;
@@ -132,6 +141,6 @@ class Worker {
 // Entry point in the forked child; never returns.
 [[noreturn]] void run_worker_process(const conf::Config& config, unsigned index,
                                      std::vector<Worker::ListenFd> listen_fds, WorkerStats stats,
-                                     int control_fd, TlsContexts tls);
+                                     int control_fd, ConfigResources resources);
 
 }  // namespace torii::gateway

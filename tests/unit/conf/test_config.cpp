@@ -1690,6 +1690,19 @@ TEST_CASE("```jsonc blocks in docs/CONFIG.md load next to their certificate file
         }
       }
     }
+    if (document.contains("routes")) {
+      for (const json& route : document.at("routes")) {
+        if (!route.contains("auth")) continue;
+        const json& auth = route.at("auth");
+        for (const auto& [section, key] : {std::pair{"api_key", "file"}, std::pair{"jwt", "jwks"},
+                                           std::pair{"jwt", "secret_file"}}) {
+          if (!auth.contains(section) || !auth.at(section).contains(key)) continue;
+          const std::string path = auth.at(section).at(key).get<std::string>();
+          REQUIRE_MESSAGE(path.front() != '/', "use relative paths in examples: " << path);
+          dir.touch(path);
+        }
+      }
+    }
     CHECK_NOTHROW((void)dir.load(block));
     ++count;
     start = end + 3;
