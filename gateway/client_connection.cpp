@@ -461,6 +461,8 @@ void ClientConnection::forward_request() {
   request_complete_ = !head.has_body();
   response_started_ = false;
   retried_ = false;
+  route_retries_ = 0;
+  failed_pool_ = nullptr;
   if (!group_->admit()) {
     LogLine(LogLevel::kWarn, "upstream at max_requests").kv("upstream", group_->name());
     local_reply(Error::kUpstreamPoolFull, !request_complete_);
@@ -473,7 +475,9 @@ void ClientConnection::forward_request() {
 }
 
 void ClientConnection::acquire_upstream(bool fresh) {
-  auto got = fresh ? group_->acquire_fresh(this, ticket_) : group_->acquire(this, ticket_);
+  const uint64_t key = group_->request_key(parser_.head(), client_ip_);
+  auto got = fresh ? group_->acquire_fresh(this, ticket_, key, failed_pool_)
+                   : group_->acquire(this, ticket_, key);
   switch (got.result) {
     case upstream::UpstreamGroup::Acquire::kReady:
       on_upstream_ready(*got.conn);
@@ -549,10 +553,62 @@ void ClientConnection::on_upstream_ready(upstream::UpstreamConnection& conn) {
   process_input();
 }
 
+bool ClientConnection::may_retry(bool connect_failure, int status) {
+  if (route_index_ >= worker_.config().routes.size()) return false;
+  const std::optional<conf::RetryPolicy>& policy = worker_.config().routes[route_index_].retry;
+  if (!policy || route_retries_ >= policy->attempts || response_started_) return false;
+  const http::MessageHead& head = parser_.head();
+  // Safe to send again: nothing of it reached the upstream (no connection),
+  // or an idempotent request without a body (RFC 9110 9.2.2).
+  const bool safe =
+      connect_failure || (!head.has_body() && http::is_idempotent_method(head.method));
+  if (!safe) return false;
+  const bool wanted = status != 0
+                          ? std::find(policy->statuses.begin(), policy->statuses.end(), status) !=
+                                policy->statuses.end()
+                          : (connect_failure ? policy->on_connect_failure : policy->on_reset);
+  if (!wanted) return false;
+  if (!group_->try_spend_retry(policy->budget_percent, policy->min_retries_per_second)) {
+    LogLine(LogLevel::kDebug, "retry budget spent").kv("upstream", group_->name());
+    return false;
+  }
+  return true;
+}
+
+void ClientConnection::retry_later() {
+  const conf::RetryPolicy& policy = *worker_.config().routes[route_index_].retry;
+  ++route_retries_;
+  group_->count_retry();
+  // Full jitter: a random wait up to backoff * 2^(n-1), capped, so retries
+  // from many clients do not arrive in step.
+  uint64_t cap = static_cast<uint64_t>(policy.backoff.count()) << std::min(route_retries_ - 1, 16u);
+  cap = std::min<uint64_t>(cap, static_cast<uint64_t>(policy.max_backoff.count()));
+  const uint64_t wait = cap == 0 ? 0 : worker_.random() % (cap + 1);
+  LogLine(LogLevel::kDebug, "retrying")
+      .kv("request_id", request_id_)
+      .kv("attempt", route_retries_ + 1)
+      .kv("after_ms", wait);
+  state_ = State::kWaitingUpstream;
+  timer_phase_ = TimerPhase::kRetryBackoff;
+  timer_.arm(wait);
+}
+
 void ClientConnection::on_upstream_error(Error error, bool retryable) {
   ticket_.reset();
+  if (upstream_ != nullptr) failed_pool_ = &upstream_->pool();
   upstream_ = nullptr;
   const http::MessageHead& head = parser_.head();
+  const bool connect_failure = error == Error::kUpstreamConnectFailed ||
+                               error == Error::kUpstreamConnectTimeout ||
+                               error == Error::kUpstreamTlsFailed;
+  if (error != Error::kUpstreamPoolFull && may_retry(connect_failure, 0)) {
+    LogLine(LogLevel::kInfo, "upstream error, retrying")
+        .kv("upstream", group_->name())
+        .kv("error", error_name(error))
+        .kv("request_id", request_id_);
+    retry_later();
+    return;
+  }
   // The keep-alive race: a pooled connection the upstream had just closed.
   // Replay once on a fresh connection when nothing of the body has been
   // forwarded and the method is idempotent (RFC 9110 9.2.2).
@@ -577,6 +633,18 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
 }
 
 void ClientConnection::on_response_head(const http::MessageHead& head) {
+  if (head.status >= 500 && upstream_ != nullptr && may_retry(false, head.status)) {
+    // Not relayed: this answer is dropped with its connection.
+    LogLine(LogLevel::kInfo, "upstream answered a retryable status, retrying")
+        .kv("upstream", group_->name())
+        .kv("status", head.status)
+        .kv("request_id", request_id_);
+    failed_pool_ = &upstream_->pool();
+    upstream_->abort();
+    upstream_ = nullptr;
+    retry_later();
+    return;
+  }
   if (cache_.route != nullptr && cache_response_head(head)) return;
   if (!hsts_line_.empty()) cache_.status_line.append(hsts_line_);
   response_started_ = true;
@@ -944,6 +1012,8 @@ void ClientConnection::set_timer(TimerPhase phase) {
     case TimerPhase::kHandshake:
       ms = tls_ctx_ != nullptr ? tls_ctx_->handshake_timeout_ms() : 10'000;
       break;
+    case TimerPhase::kRetryBackoff:
+      return;  // armed by retry_later()
   }
   timer_.arm(ms);
 }
@@ -977,6 +1047,10 @@ void ClientConnection::on_timer() {
       LogLine(LogLevel::kDebug, "TLS handshake timed out").kv("client", client_ip_);
       count_tls(metrics::TlsResult::kTimeout);
       close();
+      break;
+    case TimerPhase::kRetryBackoff:
+      timer_phase_ = TimerPhase::kNone;
+      acquire_upstream(true);
       break;
     case TimerPhase::kCacheLock:
       // The fetch we waited for takes too long: ask the origin ourselves.

@@ -91,6 +91,7 @@ class ClientConnection final : public upstream::ExchangeSink,
     kSend,
     kCacheLock,
     kHandshake,
+    kRetryBackoff,  // waiting before a retry
   };
 
   // The cache's part of the current exchange (routes with a cache only).
@@ -199,7 +200,12 @@ class ClientConnection final : public upstream::ExchangeSink,
   CacheExchange cache_;
   bool request_complete_ = false;
   bool response_started_ = false;
-  bool retried_ = false;
+  bool retried_ = false;        // the keep-alive race was replayed
+  uint32_t route_retries_ = 0;  // retries done under the route's retry policy
+  const upstream::ServerPool* failed_pool_ = nullptr;  // the last attempt's server
+  // The route's retry policy allows another attempt now (and spends budget).
+  bool may_retry(bool connect_failure, int status);
+  void retry_later();
   bool upstream_full_ = false;  // upstream's outbound queue over the high watermark
   bool client_full_ = false;    // our outbound queue over the high watermark
 

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
 #include "gateway/config_resources.hpp"
@@ -301,7 +302,8 @@ std::optional<AdminResponse> Master::handle_admin(const AdminRequest& req,
     }
     return handle_purge(req, std::move(respond));
   }
-  const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  const bool known =
+      path == "/metrics" || path == "/healthz" || path == "/readyz" || path == "/upstreams";
   if (known && request.method != "GET" && request.method != "HEAD") {
     return AdminResponse{405, "text/plain; charset=utf-8", "method not allowed\n",
                          "Allow: GET, HEAD\r\n"};
@@ -316,6 +318,9 @@ std::optional<AdminResponse> Master::handle_admin(const AdminRequest& req,
                          metrics::render_metrics(*master_metrics_, *collector_)};
   }
   if (path == "/healthz") return AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/upstreams") {
+    return AdminResponse{200, "application/json", upstreams_status() + "\n"};
+  }
   if (path == "/readyz") {
     const size_t ready = ready_workers(*current_);
     const size_t want = current_->config->workers;
@@ -327,6 +332,37 @@ std::optional<AdminResponse> Master::handle_admin(const AdminRequest& req,
     return AdminResponse{503, "text/plain; charset=utf-8", "not ready: " + summary};
   }
   return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
+}
+
+std::string Master::upstreams_status() const {
+  // Each worker keeps its own view of its servers' health; the shared
+  // stats say how many of the running workers may use each server.
+  const conf::Config& config = *current_->config;
+  const metrics::StatsLayout& layout = current_->layout;
+  nlohmann::json doc = nlohmann::json::object();
+  for (size_t u = 0; u < config.upstreams.size() && u < layout.upstreams.size(); ++u) {
+    nlohmann::json servers = nlohmann::json::array();
+    for (size_t s = 0; s < config.upstreams[u].servers.size(); ++s) {
+      const metrics::ServerCells& cells = layout.upstreams[u].servers.at(s);
+      const auto up = static_cast<int64_t>(stats_segment_->sum(cells.up_gauge));
+      const size_t workers = config.workers;
+      servers.push_back({
+          {"address", config.upstreams[u].servers[s].str()},
+          {"weight", s < config.upstreams[u].weights.size() ? config.upstreams[u].weights[s] : 1},
+          {"state", up <= 0 ? "down" : (static_cast<size_t>(up) >= workers ? "up" : "partial")},
+          {"workers_using", up},
+          {"ejections", stats_segment_->sum(cells.ejections)},
+          {"health_checks",
+           {{"passed", stats_segment_->sum(cells.health_checks[0])},
+            {"failed", stats_segment_->sum(cells.health_checks[1])}}},
+      });
+    }
+    doc[config.upstreams[u].name] = {
+        {"servers", std::move(servers)},
+        {"health_check", config.upstreams[u].health_check.has_value()},
+        {"outlier_detection", config.upstreams[u].outlier_detection.has_value()}};
+  }
+  return nlohmann::json{{"upstreams", std::move(doc)}, {"workers", config.workers}}.dump(2);
 }
 
 std::optional<AdminResponse> Master::handle_purge(const AdminRequest& req,

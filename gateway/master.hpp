@@ -92,6 +92,8 @@ class Master {
   void setup_metrics();
   std::optional<AdminResponse> handle_admin(const AdminRequest& request,
                                             AdminServer::Responder respond);
+  // GET /upstreams: each server's state as the workers see it (JSON).
+  std::string upstreams_status() const;
   std::optional<AdminResponse> handle_purge(const AdminRequest& request,
                                             AdminServer::Responder respond);
   // Zeroes the gauges of a slot whose worker died (its connections are gone).

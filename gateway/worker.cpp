@@ -70,6 +70,8 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
+uint64_t Worker::random() { return splitmix64(rng_[0]); }
+
 void Worker::next_request_id(char out[33]) {
   // Two hex digits per table lookup: this runs for every request.
   static constexpr auto kHexPairs = [] {
@@ -127,6 +129,8 @@ int Worker::run() {
     uv_signal_start(handle, on_signal, sig);
     uv_unref(reinterpret_cast<uv_handle_t*>(handle));
   }
+  for (auto& g : groups_) g->start_health_checks(&loop_, random());
+
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
   if (control_fd_ >= 0) {
@@ -256,6 +260,7 @@ void Worker::start_drain(bool for_reload) {
   if (draining_) return;
   draining_ = true;
   drain_for_reload_ = for_reload;
+  for (auto& g : groups_) g->stop_health_checks();  // the next generation probes
   if (slot_header_ != nullptr) slot_header_->ready.store(0, std::memory_order_release);
   LogLine(LogLevel::kInfo, "worker draining")
       .kv("worker", index_)
@@ -295,7 +300,10 @@ void Worker::maybe_finish() {
 void Worker::close_all_handles() {
   cache_->close();
   if (control_) control_->close();
-  for (auto& g : groups_) g->close_idle();
+  for (auto& g : groups_) {
+    g->stop_health_checks();
+    g->close_idle();
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&heartbeat_timer_), nullptr);
   access_log_.close();

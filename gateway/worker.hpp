@@ -76,6 +76,8 @@ class Worker {
   }
   // 32 hex digits of randomness (a fresh X-Request-Id).
   void next_request_id(char out[33]);
+  // A pseudo-random number (retry jitter; not for secrets).
+  uint64_t random();
   void on_connection_closed(ClientConnection& conn);
 
  private:

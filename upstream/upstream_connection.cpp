@@ -361,7 +361,7 @@ void UpstreamConnection::process_input() {
         const http::MessageHead& head = parser_.head();
         keep_alive_hint_s_ = http::keep_alive_timeout_hint(head);
         head_delivered_ = true;
-        pool_.count(metrics::Outcome::kResponse);
+        pool_.count_response(head.status);
         sink_->on_response_head(head);
         continue;
       }

@@ -1,6 +1,7 @@
 #include "upstream/upstream_pool.hpp"
 
 #include <netdb.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -80,6 +81,22 @@ void ServerPool::open(ExchangeSink* sink) {
   c.connect(sink);
 }
 
+void ServerPool::count(metrics::Outcome o) {
+  stats_.add(cells_.outcome[static_cast<size_t>(o)]);
+  group_.record_outcome(*this, o, 0);
+}
+
+void ServerPool::count_response(int status) {
+  stats_.add(cells_.outcome[static_cast<size_t>(metrics::Outcome::kResponse)]);
+  group_.record_outcome(*this, metrics::Outcome::kResponse, status);
+}
+
+void ServerPool::set_up(bool up) {
+  if (up == up_) return;
+  up_ = up;
+  stats_.gauge_add(cells_.up_gauge, up ? 1 : -1);
+}
+
 void ServerPool::release(UpstreamConnection& conn, bool reusable) {
   if (!reusable) return;  // it is closing; its slot frees in on_closed()
   if (group_.hand_to_waiter(conn)) return;
@@ -106,6 +123,60 @@ void ServerPool::close_idle() {
   for (UpstreamConnection* c : idle) c->close();
 }
 
+namespace {
+
+BalancePolicy policy_of(const conf::Balance& b) {
+  switch (b.policy) {
+    case conf::BalancePolicy::kLeastRequest:
+      return BalancePolicy::kLeastRequest;
+    case conf::BalancePolicy::kHash:
+      return BalancePolicy::kConsistentHash;
+    case conf::BalancePolicy::kRoundRobin:
+      break;
+  }
+  return BalancePolicy::kRoundRobin;
+}
+
+Balancer make_balancer(const conf::Upstream& config) {
+  std::vector<std::string> ids;
+  std::vector<BalancerServer> servers;
+  ids.reserve(config.servers.size());
+  for (const conf::HostPort& hp : config.servers) ids.push_back(hp.str());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    servers.push_back({ids[i], i < config.weights.size() ? config.weights[i] : 1});
+  }
+  BalancerOptions options;
+  options.rng_seed = uv_hrtime() ^ (static_cast<uint64_t>(getpid()) << 32);
+  return Balancer(policy_of(config.balance), servers, options);  // ids are not kept
+}
+
+HealthSettings health_settings_of(const conf::Upstream& config) {
+  HealthSettings h;
+  if (config.outlier_detection) {
+    const conf::OutlierDetection& o = *config.outlier_detection;
+    h.outlier.consecutive_5xx = o.consecutive_5xx;
+    h.outlier.consecutive_connect_failures = o.consecutive_connect_failures;
+    h.outlier.base_ejection_ms = static_cast<uint64_t>(o.base_ejection.count());
+    h.outlier.max_ejection_ms = static_cast<uint64_t>(o.max_ejection.count());
+    h.outlier.max_ejection_percent = o.max_ejected_percent;
+  } else {
+    h.outlier.consecutive_5xx = 0;  // never ejects
+    h.outlier.consecutive_connect_failures = 0;
+  }
+  if (config.health_check) {
+    const conf::HealthCheck& c = *config.health_check;
+    h.active.healthy_threshold = c.healthy_threshold;
+    h.active.unhealthy_threshold = c.unhealthy_threshold;
+    std::string error;
+    if (auto ranges = StatusRanges::parse(c.expected_statuses, error)) {
+      h.active.expected_statuses = *ranges;
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
 UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
                              metrics::StatsWriter& stats, const metrics::UpstreamCells& cells,
                              std::shared_ptr<const UpstreamTlsContext> tls)
@@ -114,29 +185,91 @@ UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
       stats_(stats),
       cells_(cells),
       tls_(std::move(tls)),
-      max_requests_(config.max_requests) {
+      max_requests_(config.max_requests),
+      balance_(config.balance),
+      balancer_(make_balancer(config)),
+      health_(config.servers.size(), health_settings_of(config)),
+      usable_(config.servers.size()),
+      health_check_(config.health_check),
+      server_in_flight_(config.servers.size(), 0) {
   for (size_t i = 0; i < config.servers.size(); ++i) {
     const conf::HostPort& hp = config.servers[i];
     servers_.push_back(std::make_unique<ServerPool>(
         io, *this, resolve(hp), hp.str(), settings_, stats, cells_.servers.at(i), tls_.get(),
         tls_ ? tls_->name_for(hp.host) : std::string()));
+    servers_.back()->set_index(i);
   }
 }
 
-UpstreamGroup::Acquired UpstreamGroup::acquire(ExchangeSink* sink, WaitTicket& ticket) {
-  const size_t n = servers_.size();
-  // Round-robin: this request's server is the next in turn; when it is at
-  // its connection cap, the next one in turn that is not.
-  const size_t first = next_server_++ % n;
-  for (size_t i = 0; i < n; ++i) {
-    ServerPool& pool = *servers_[(first + i) % n];
+uint64_t UpstreamGroup::request_key(const http::MessageHead& request,
+                                    std::string_view client_ip) const {
+  if (balance_.policy != conf::BalancePolicy::kHash) return 0;
+  switch (balance_.hash_key) {
+    case conf::HashKey::kHeader: {
+      const std::string_view v = request.get(balance_.hash_name);
+      if (!v.empty()) return hash_key(v);
+      break;
+    }
+    case conf::HashKey::kCookie:
+      if (auto v = find_cookie(request.get("cookie"), balance_.hash_name)) return hash_key(*v);
+      break;
+    case conf::HashKey::kClientIp:
+      break;
+  }
+  // No key in the request: the client's address keeps it on one server.
+  return hash_key(client_ip);
+}
+
+bool UpstreamGroup::fill_usable(uint64_t now_ms, bool need_open, const ServerPool* avoid) {
+  health_.fill_eligible(now_ms, usable_);
+  bool any = false;
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    ServerPool& pool = *servers_[i];
+    const bool eligible = usable_.test(i);
+    pool.set_up(eligible);
+    const bool room = need_open ? pool.can_open() : (pool.idle_count() > 0 || pool.can_open());
+    const bool usable = eligible && room && &pool != avoid;
+    usable_.set(i, usable);
+    any = any || usable;
+  }
+  if (any) return true;
+  // Nothing healthy has room: every server with room is better than none
+  // (Envoy's panic mode); `avoid` only if it is the only one.
+  for (int pass = 0; pass < 2 && !any; ++pass) {
+    for (size_t i = 0; i < servers_.size(); ++i) {
+      ServerPool& pool = *servers_[i];
+      const bool room = need_open ? pool.can_open() : (pool.idle_count() > 0 || pool.can_open());
+      const bool usable = room && (pass == 1 || &pool != avoid);
+      usable_.set(i, usable);
+      any = any || usable;
+    }
+  }
+  return any;
+}
+
+UpstreamGroup::Acquired UpstreamGroup::take_or_open(ServerPool& pool, ExchangeSink* sink,
+                                                    bool fresh) {
+  if (!fresh) {
     if (UpstreamConnection* c = pool.take_idle()) {
       c->attach(sink);
       return {Acquire::kReady, c};
     }
-    if (pool.can_open()) {
-      pool.open(sink);
-      return {Acquire::kPending, nullptr};
+  }
+  pool.open(sink);
+  return {Acquire::kPending, nullptr};
+}
+
+UpstreamGroup::Acquired UpstreamGroup::acquire(ExchangeSink* sink, WaitTicket& ticket,
+                                               uint64_t key_hash) {
+  if (fill_usable(uv_now(servers_.front()->io_loop()), false, nullptr)) {
+    if (balancer_.policy() == BalancePolicy::kLeastRequest) {
+      for (size_t i = 0; i < servers_.size(); ++i) {
+        server_in_flight_[i] =
+            static_cast<uint32_t>(servers_[i]->connection_count() - servers_[i]->idle_count());
+      }
+    }
+    if (auto pick = balancer_.pick(key_hash, usable_, server_in_flight_)) {
+      return take_or_open(*servers_[*pick], sink, false);
     }
   }
   if (waiters_.size() >= settings_.max_pending) {
@@ -147,17 +280,72 @@ UpstreamGroup::Acquired UpstreamGroup::acquire(ExchangeSink* sink, WaitTicket& t
   return {Acquire::kPending, nullptr};
 }
 
-UpstreamGroup::Acquired UpstreamGroup::acquire_fresh(ExchangeSink* sink, WaitTicket& ticket) {
-  const size_t n = servers_.size();
-  const size_t first = next_server_++ % n;
-  for (size_t i = 0; i < n; ++i) {
-    ServerPool& pool = *servers_[(first + i) % n];
-    if (pool.can_open()) {
-      pool.open(sink);
-      return {Acquire::kPending, nullptr};
+UpstreamGroup::Acquired UpstreamGroup::acquire_fresh(ExchangeSink* sink, WaitTicket& ticket,
+                                                     uint64_t key_hash, const ServerPool* avoid) {
+  if (fill_usable(uv_now(servers_.front()->io_loop()), true, avoid)) {
+    if (auto pick = balancer_.pick(key_hash, usable_, server_in_flight_)) {
+      return take_or_open(*servers_[*pick], sink, true);
     }
   }
-  return acquire(sink, ticket);
+  return acquire(sink, ticket, key_hash);
+}
+
+void UpstreamGroup::record_outcome(ServerPool& pool, metrics::Outcome outcome, int status) {
+  const uint64_t now = uv_now(pool.io_loop());
+  std::optional<FailureKind> failure;
+  switch (outcome) {
+    case metrics::Outcome::kResponse:
+      if (status >= 500) failure = FailureKind::k5xx;
+      break;
+    case metrics::Outcome::kConnectError:
+    case metrics::Outcome::kConnectTimeout:
+    case metrics::Outcome::kTlsError:
+      failure = FailureKind::kConnectFailure;
+      break;
+    case metrics::Outcome::kResponseTimeout:
+      failure = FailureKind::kTimeout;
+      break;
+    case metrics::Outcome::kReset:
+    case metrics::Outcome::kBadResponse:
+      failure = FailureKind::k5xx;  // the client got a 502 for it
+      break;
+    case metrics::Outcome::kCount:
+      break;
+  }
+  if (!failure) {
+    health_.record_success(pool.index(), now);
+    return;
+  }
+  if (health_.record_failure(pool.index(), *failure, now) == FailureOutcome::kEjected) {
+    stats_.add(pool.cells().ejections);
+    pool.set_up(false);
+    LogLine(LogLevel::kWarn, "upstream server ejected")
+        .kv("upstream", name_)
+        .kv("server", pool.authority())
+        .kv("for_ms", health_.server(pool.index()).outlier.ejected_until_ms() - now);
+  }
+}
+
+void UpstreamGroup::start_health_checks(uv_loop_t* loop, uint64_t seed) {
+  if (health_check_ && !checker_) {
+    checker_ = std::make_unique<HealthChecker>(loop, *this, *health_check_, seed);
+  }
+}
+
+void UpstreamGroup::stop_health_checks() {
+  if (checker_) checker_->close();
+}
+
+void UpstreamGroup::record_check(size_t server, bool passed) {
+  ServerPool& pool = *servers_[server];
+  stats_.add(pool.cells().health_checks[passed ? 0 : 1]);
+  if (health_.record_check(server, passed)) {
+    LogLine(passed ? LogLevel::kInfo : LogLevel::kWarn,
+            passed ? "upstream server healthy" : "upstream server unhealthy")
+        .kv("upstream", name_)
+        .kv("server", pool.authority());
+  }
+  pool.set_up(health_.eligible(server, uv_now(pool.io_loop())));
 }
 
 bool UpstreamGroup::admit() {
@@ -166,6 +354,35 @@ bool UpstreamGroup::admit() {
     return false;
   }
   ++in_flight_;
+  const uint64_t now_s = uv_now(servers_.front()->io_loop()) / 1000;
+  roll_budget(now_s);
+  ++budget_requests_[now_s % kBudgetSeconds];
+  return true;
+}
+
+void UpstreamGroup::roll_budget(uint64_t now_s) {
+  if (budget_second_ == now_s) return;
+  // Clear the seconds that passed since the last count (all of them after 10 s).
+  const uint64_t gap = now_s > budget_second_ ? now_s - budget_second_ : kBudgetSeconds;
+  for (uint64_t s = 1; s <= std::min<uint64_t>(gap, kBudgetSeconds); ++s) {
+    budget_requests_[(budget_second_ + s) % kBudgetSeconds] = 0;
+    budget_retries_[(budget_second_ + s) % kBudgetSeconds] = 0;
+  }
+  budget_second_ = now_s;
+}
+
+bool UpstreamGroup::try_spend_retry(uint32_t percent, uint32_t min_per_second) {
+  const uint64_t now_s = uv_now(servers_.front()->io_loop()) / 1000;
+  roll_budget(now_s);
+  uint64_t requests = 0;
+  uint64_t retries = 0;
+  for (size_t i = 0; i < kBudgetSeconds; ++i) {
+    requests += budget_requests_[i];
+    retries += budget_retries_[i];
+  }
+  const uint64_t allowed = requests * percent / 100 + uint64_t{min_per_second} * kBudgetSeconds;
+  if (retries >= allowed) return false;
+  ++budget_retries_[now_s % kBudgetSeconds];
   return true;
 }
 

@@ -16,6 +16,9 @@
 #include "common/io_context.hpp"
 #include "conf/config.hpp"
 #include "metrics/stats.hpp"
+#include "upstream/balancer.hpp"
+#include "upstream/health_checker.hpp"
+#include "upstream/server_health.hpp"
 #include "upstream/upstream_connection.hpp"
 #include "upstream/upstream_tls.hpp"
 
@@ -57,7 +60,14 @@ class ServerPool {
   const PoolSettings& settings() const { return settings_; }
   metrics::StatsWriter& stats() { return stats_; }
   const metrics::ServerCells& cells() const { return cells_; }
-  void count(metrics::Outcome o) { stats_.add(cells_.outcome[static_cast<size_t>(o)]); }
+  // An attempt's outcome: counted, and fed to outlier detection.
+  void count(metrics::Outcome o);
+  void count_response(int status);
+  size_t index() const { return index_; }
+  uv_loop_t* io_loop() const { return io_.loop; }
+  void set_index(size_t index) { index_ = index; }
+  // Keeps torii_upstream_server_up true for this worker.
+  void set_up(bool up);
   size_t connection_count() const { return conns_.size(); }
   size_t idle_count() const { return idle_.size(); }
 
@@ -77,6 +87,8 @@ class ServerPool {
   const UpstreamTlsContext* tls_;
   std::string tls_name_;
   UpstreamTlsSessionCache tls_sessions_;  // outlives conns_ (declared before it)
+  size_t index_ = 0;                      // in the group
+  bool up_ = true;                        // counted in the up gauge
   std::list<UpstreamConnection> conns_;
   std::vector<UpstreamConnection*> idle_;  // most recently used last
 };
@@ -107,15 +119,34 @@ class UpstreamGroup {
   // admitted request calls finished() once.
   bool admit();
   void finished() { --in_flight_; }
+  // Retry budget (per worker, over the last 10 s): a retry is allowed while
+  // retries stay under `percent` of the requests plus `min_per_second`, so
+  // retries cannot multiply the load on a failing upstream. Counts it when
+  // allowed.
+  bool try_spend_retry(uint32_t percent, uint32_t min_per_second);
   uint32_t in_flight() const { return in_flight_; }
   // kReady: `conn` is attached to the sink now. kPending: on_upstream_ready
   // or on_upstream_error follows. kFull: too many waiters (503).
-  Acquired acquire(ExchangeSink* sink, WaitTicket& ticket);
-  // A retry after the keep-alive race: always a new connection.
-  Acquired acquire_fresh(ExchangeSink* sink, WaitTicket& ticket);
+  // `key_hash`: the request's balancing key (consistent hashing only).
+  Acquired acquire(ExchangeSink* sink, WaitTicket& ticket, uint64_t key_hash = 0);
+  // A retry: always a new connection, on another server than `avoid` when
+  // another is usable.
+  Acquired acquire_fresh(ExchangeSink* sink, WaitTicket& ticket, uint64_t key_hash = 0,
+                         const ServerPool* avoid = nullptr);
+  // The request's balancing key, from the upstream's "balance" setting.
+  uint64_t request_key(const http::MessageHead& request, std::string_view client_ip) const;
+  // Outlier detection (from ServerPool::count).
+  void record_outcome(ServerPool& pool, metrics::Outcome outcome, int status);
+  // Active health checks: a probe's result.
+  void record_check(size_t server, bool passed);
+  size_t server_count() const { return servers_.size(); }
+  ServerPool& server(size_t i) { return *servers_[i]; }
   void cancel_wait(WaitTicket& ticket);
   void close_idle();
   size_t waiting() const { return waiters_.size(); }
+  // Active health checks (when the upstream has "health_check").
+  void start_health_checks(uv_loop_t* loop, uint64_t seed);
+  void stop_health_checks();
 
   // From ServerPool: an idle connection or a free slot appeared.
   bool hand_to_waiter(UpstreamConnection& idle_conn);
@@ -128,9 +159,25 @@ class UpstreamGroup {
   const metrics::UpstreamCells& cells_;            // the worker's layout outlives the group
   std::shared_ptr<const UpstreamTlsContext> tls_;  // before servers_: they point into it
   std::vector<std::unique_ptr<ServerPool>> servers_;
-  size_t next_server_ = 0;
   std::list<ExchangeSink*> waiters_;
   uint32_t max_requests_ = 0;  // 0: no cap
+  // Requests and retries per second over the last 10 s (ring by second).
+  static constexpr size_t kBudgetSeconds = 10;
+  uint32_t budget_requests_[kBudgetSeconds] = {};
+  uint32_t budget_retries_[kBudgetSeconds] = {};
+  uint64_t budget_second_ = 0;  // the second budget_*[second % 10] counts
+  void roll_budget(uint64_t now_s);
+  conf::Balance balance_;
+  Balancer balancer_;
+  HealthGroup health_;
+  ServerMask usable_;  // scratch for acquire()
+  std::optional<conf::HealthCheck> health_check_;
+  std::unique_ptr<HealthChecker> checker_;  // after servers_: probes use the pools
+  std::vector<uint32_t> server_in_flight_;  // scratch for least_request
+  // Marks the servers acquire() may use now; false when none is (then every
+  // server with room is used: better than refusing all traffic).
+  bool fill_usable(uint64_t now_ms, bool need_open, const ServerPool* avoid);
+  Acquired take_or_open(ServerPool& pool, ExchangeSink* sink, bool fresh);
   uint32_t in_flight_ = 0;
 };
 

@@ -343,3 +343,196 @@ def test_rate_limit_buckets_survive_a_reload(torii, origin):
     os.kill(t.pid, signal.SIGHUP)
     wait_for(lambda: simple_get(t.port, "/count/other").header("X-Gen") == "2", 10, what="the new generation")
     assert simple_get(t.port, "/echo").status == 429, "the reload refilled the bucket"
+
+
+# --------------------------------------------------------------------------- balancing
+
+from helpers import HTTP  # noqa: E402
+
+
+def servers_of(*origins, weights=None):
+    out = []
+    for i, o in enumerate(origins):
+        w = weights[i] if weights else 1
+        out.append({"address": f"127.0.0.1:{o.port}", "weight": w} if w != 1 else f"127.0.0.1:{o.port}")
+    return out
+
+
+def multi_upstream(*origins, weights=None, **extra):
+    up = upstream(origins[0].port)
+    up["servers"] = servers_of(*origins, weights=weights)
+    up.update(extra)
+    return up
+
+
+def fail(origin, mode="500", prefix="/"):
+    r = HTTP.request("POST", origin.url + "/control/fail", json={"prefix": prefix, "mode": mode}, timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def test_weighted_round_robin(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    t = gateway(torii, {"app": multi_upstream(a, b, weights=[3, 1])})
+    names = [simple_get(t.port, f"/echo?i={i}").header("X-Origin-Name") for i in range(40)]
+    assert names.count("a") == 30 and names.count("b") == 10, names
+    assert names[:4].count("a") == 3, "smooth: b comes within each round of 4"
+
+
+def test_least_request_sends_to_the_less_busy_server(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    t = gateway(torii, {"app": multi_upstream(a, b, balance="least_request")})
+    results = concurrent(t.port, [f"/delay?ms=600&i={i}" for i in range(6)])
+    names = [r.header("X-Origin-Name") for r in results]
+    assert sorted(names) == ["a", "a", "a", "b", "b", "b"], names
+
+
+def test_consistent_hash_on_a_header_keeps_keys_and_moves_few(torii, origin_factory):
+    a, b, c = origin_factory("a"), origin_factory("b"), origin_factory("c")
+    up = multi_upstream(a, b, c, balance={"hash": {"header": "X-User"}})
+    t = gateway(torii, {"app": up}, workers=2)
+    users = [f"user-{i}" for i in range(60)]
+    placed = {u: simple_get(t.port, "/echo", headers={"X-User": u}).header("X-Origin-Name") for u in users}
+    assert set(placed.values()) == {"a", "b", "c"}, placed
+    for u in users[:20]:  # the same key, the same server, on either worker
+        assert simple_get(t.port, "/echo", headers={"X-User": u}).header("X-Origin-Name") == placed[u]
+    # Remove c: only c's keys move.
+    cfg = json.load(open(t.config_path))
+    cfg["upstreams"]["app"]["servers"] = servers_of(a, b)
+    tmp = t.config_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f)
+    os.replace(tmp, t.config_path)
+    os.kill(t.pid, signal.SIGHUP)
+    t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "configuration reloaded"] or None, 10, "reload")
+    wait_for(lambda: all(simple_get(t.port, "/echo", headers={"X-User": u}).header("X-Origin-Name") != "c"
+                         for u in users if placed[u] == "c"), 10, what="c's keys moved")
+    for u in users:
+        now = simple_get(t.port, "/echo", headers={"X-User": u}).header("X-Origin-Name")
+        if placed[u] != "c":
+            assert now == placed[u], (u, placed[u], now)
+
+
+# --------------------------------------------------------------------------- outlier detection and retries
+
+def test_outlier_detection_ejects_a_failing_server(torii, origin_factory):
+    good1, bad, good2 = origin_factory("g1"), origin_factory("bad"), origin_factory("g2")
+    fail(bad, "500")
+    up = multi_upstream(good1, bad, good2,
+                        outlier_detection={"consecutive_5xx": 2, "base_ejection": "30s", "max_ejected_percent": 50})
+    t = gateway(torii, {"app": up})
+    statuses = [simple_get(t.port, f"/echo?i={i}").status for i in range(30)]
+    assert statuses.count(500) == 2, statuses  # the two that tripped the ejection
+    assert statuses[-20:] == [200] * 20
+    assert bad.stats()["total"] == 2
+    m = scrape(admin_port(t))
+    bad_server = f"127.0.0.1:{bad.port}"
+    assert m.sum("torii_upstream_ejections_total", server=bad_server) == 1
+    assert m.sum("torii_upstream_server_up", server=bad_server) == 0
+    assert m.sum("torii_upstream_server_up", server=f"127.0.0.1:{good1.port}") == 1
+
+
+def retry_route(**policy):
+    return [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "app", "retry": policy}]
+
+
+def test_retry_on_a_status_goes_to_another_server(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    fail(a, "500")
+    t = gateway(torii, {"app": multi_upstream(a, b)}, routes=retry_route(attempts=1, on=["500"], backoff="1ms"))
+    for i in range(6):
+        r = simple_get(t.port, f"/echo?i={i}")
+        assert r.status == 200 and r.header("X-Origin-Name") == "b", r
+    assert a.stats()["total"] == 3  # round-robin sent every other request there first
+    assert scrape(admin_port(t)).sum("torii_upstream_retries_total", upstream="app") == 3
+
+
+def test_post_that_reached_the_server_is_never_replayed(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    fail(a, "close")  # reads the request, then drops the connection without an answer
+    fail(b, "close")
+    t = gateway(torii, {"app": multi_upstream(a, b)},
+                routes=retry_route(attempts=3, on=["reset", "connect_failure", "502"], backoff="1ms"))
+    r = simple_get(t.port, "/echo", method="POST", body=b"pay once")
+    assert r.status == 502, r
+    assert a.stats()["total"] + b.stats()["total"] == 1, "the POST was sent again"
+    r = simple_get(t.port, "/echo")  # a GET is retried, up to the attempts
+    assert r.status == 502
+    assert a.stats()["total"] + b.stats()["total"] == 1 + 4
+
+
+def test_killed_server_under_load_no_errors_for_idempotent_requests(torii, origin_factory):
+    a, b, c = origin_factory("a"), origin_factory("b"), origin_factory("c")
+    up = multi_upstream(a, b, c, outlier_detection={"consecutive_connect_failures": 1, "base_ejection": "30s"})
+    t = gateway(torii, {"app": up}, workers=2,
+                routes=retry_route(attempts=2, on=["connect_failure", "reset", "502", "503"], backoff="5ms"))
+    errors = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                r = simple_get(t.port, "/echo", timeout=5)
+                if r.status != 200:
+                    errors.append(r.status)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    b.stop()  # connections to it are refused from now on
+    time.sleep(1.5)
+    stop.set()
+    for th in threads:
+        th.join(10)
+    assert errors == [], errors[:10]
+    assert a.stats()["total"] > 0 and c.stats()["total"] > 0
+
+
+def test_retry_budget_stops_retries(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    fail(a, "500")
+    fail(b, "500")
+    t = gateway(torii, {"app": multi_upstream(a, b)},
+                routes=retry_route(attempts=3, on=["500"], backoff="1ms", budget_percent=20,
+                                   min_retries_per_second=0))
+    statuses = [simple_get(t.port, f"/echo?i={i}").status for i in range(20)]
+    assert statuses == [500] * 20
+    sent = a.stats()["total"] + b.stats()["total"]
+    # 20 requests may add at most 20% retries: 4.
+    assert 20 <= sent <= 24, sent
+
+
+# --------------------------------------------------------------------------- active health checks
+
+from helpers import admin_request  # noqa: E402
+
+
+def test_active_health_checks_take_a_server_out_and_back(torii, origin_factory):
+    a, b = origin_factory("a"), origin_factory("b")
+    up = multi_upstream(a, b, health_check={"path": "/count/health", "interval": "200ms", "timeout": "150ms",
+                                            "healthy_threshold": 2, "unhealthy_threshold": 2})
+    t = gateway(torii, {"app": up}, workers=2)
+    admin = admin_port(t)
+    b_server = f"127.0.0.1:{b.port}"
+    wait_for(lambda: b.stats()["paths"].get("/count/health", 0) >= 4, 5, what="probes reaching b")
+    fail(b, "500", prefix="/count/health")  # b's traffic still works; only its health check fails
+    wait_for(lambda: scrape(admin).sum("torii_upstream_server_up", server=b_server) == 0, 5,
+             what="b taken out by both workers")
+    before = b.stats()["paths"].get("/echo", 0)
+    names = [simple_get(t.port, f"/echo?i={i}").header("X-Origin-Name") for i in range(10)]
+    assert names == ["a"] * 10, names
+    assert b.stats()["paths"].get("/echo", 0) == before
+    status = json.loads(admin_request(admin, "/upstreams")[0].body)
+    servers = {s["address"]: s for s in status["upstreams"]["app"]["servers"]}
+    assert servers[b_server]["state"] == "down" and servers[f"127.0.0.1:{a.port}"]["state"] == "up", status
+    assert servers[b_server]["health_checks"]["failed"] >= 2
+    fail(b, "off", prefix="/count/health")
+    wait_for(lambda: scrape(admin).sum("torii_upstream_server_up", server=b_server) == 2, 5,
+             what="b back on both workers")
+    names = [simple_get(t.port, f"/echo?j={i}").header("X-Origin-Name") for i in range(10)]
+    assert "b" in names, names
+    m = scrape(admin)
+    assert m.sum("torii_upstream_health_checks_total", server=b_server, result="failed") >= 2
+    assert m.sum("torii_upstream_health_checks_total", server=b_server, result="passed") >= 2
