@@ -286,6 +286,13 @@ Http1Parser::Result Http1Parser::feed(const char* data, size_t len) {
   feed_begin_ = data;
   feed_end_ = data + len;
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_PAUSED_UPGRADE && llhttp_get_error_pos(&parser_) == data) {
+    // The previous message asked to switch protocols. Had the switch
+    // happened, nobody would feed us its bytes: it was declined, and the
+    // connection goes on as HTTP/1.1 (RFC 9110 7.8).
+    llhttp_resume_after_upgrade(&parser_);
+    err = llhttp_execute(&parser_, data, len);
+  }
   if (err == HPE_OK || err == HPE_PAUSED) {
     r.consumed = err == HPE_OK ? len : static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
     const bool head_bytes = entry_phase != Phase::kBody;

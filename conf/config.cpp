@@ -372,8 +372,9 @@ Upstream read_upstream(const Node& node, const std::string& name) {
   if (!is_valid_upstream_name(name)) {
     node.fail("invalid upstream name " + quote(name) + " (use letters, digits, '_', '-' and '.')");
   }
-  const ObjectReader obj(node, {"servers", "connect_timeout", "response_timeout", "pool", "tls",
-                                "balance", "outlier_detection", "health_check", "max_requests"});
+  const ObjectReader obj(
+      node, {"servers", "connect_timeout", "response_timeout", "pool", "tls", "balance",
+             "outlier_detection", "health_check", "max_requests", "resolve_interval"});
   Upstream upstream;
   upstream.name = name;
   for (const Node& element : read_array(obj.required("servers"), /*allow_empty=*/false)) {
@@ -394,6 +395,9 @@ Upstream read_upstream(const Node& node, const std::string& name) {
     upstream.outlier_detection = read_outlier_detection(*n);
   }
   if (auto n = obj.optional("health_check")) upstream.health_check = read_health_check(*n);
+  if (auto n = obj.optional("resolve_interval")) {
+    upstream.resolve_interval = read_duration_at_least(*n, Millis{1'000}, "1s");
+  }
   if (auto n = obj.optional("max_requests")) {
     upstream.max_requests = static_cast<uint32_t>(read_uint(*n, 0, 1'000'000));
   }

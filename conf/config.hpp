@@ -122,6 +122,9 @@ struct Upstream {
   // Requests in flight to the upstream, per worker, before new ones get a
   // fast 503 with Retry-After (circuit breaking); 0: no cap.
   uint32_t max_requests = 0;
+  // Host names among the servers are looked up again this often (off the
+  // event loop); an IP address never is.
+  Millis resolve_interval{30'000};
   std::optional<UpstreamTls> tls;  // absent: plain HTTP
   Millis connect_timeout{5'000};   // -> 504
   Millis response_timeout{

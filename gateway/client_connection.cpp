@@ -44,6 +44,8 @@ std::string_view ClientConnection::state_name(State s) {
       return "waiting_cache";
     case State::kProxying:
       return "proxying";
+    case State::kTunnel:
+      return "tunnel";
     case State::kLocalReply:
       return "local_reply";
     case State::kClosing:
@@ -185,6 +187,10 @@ void ClientConnection::redirect_to_https(const std::string& host) {
 
 void ClientConnection::on_peer_eof() {
   read_eof_ = true;
+  if (state_ == State::kTunnel) {
+    close();  // the client ended the tunnel (its protocol said goodbye in-band)
+    return;
+  }
   // A client may half-close after a complete request and still expect
   // the response; anything else ends here.
   const bool answer_pending = (state_ == State::kWaitingUpstream ||
@@ -294,6 +300,8 @@ bool ClientConnection::input_blocked() const {
       return true;  // the body waits for a connection
     case State::kProxying:
       return request_complete_ || upstream_full_;
+    case State::kTunnel:
+      return upstream_full_;
     case State::kLocalReply:
     case State::kClosing:
       return true;
@@ -307,6 +315,10 @@ void ClientConnection::process_input() {
   // here picks that up instead of recursing (a long pipeline of local
   // replies must not grow the stack).
   if (in_process_input_) return;
+  if (state_ == State::kTunnel) {
+    tunnel_client_bytes();
+    return;
+  }
   in_process_input_ = true;
   while (!input_blocked()) {
     auto r = parser_.feed(in_.unparsed_data(), in_.unparsed_size());
@@ -447,6 +459,8 @@ void ClientConnection::forward_request() {
   ForwardContext ctx{
       client_ip_, tls_ ? "https" : "http",        request_id_, group_->name(), nullptr,
       lines,      cache_.head_as_get ? "GET" : ""};
+  upgrade_requested_ = cache_.route == nullptr && is_upgrade_request(head);
+  ctx.upgrade = upgrade_requested_;
   if (route_index_ < worker_.config().routes.size()) {
     if (const RouteAuthenticator* auth = worker_.policies().auth(route_index_)) {
       ctx.drop_headers[0] = auth->api_key_header();
@@ -633,6 +647,16 @@ void ClientConnection::on_upstream_error(Error error, bool retryable) {
 }
 
 void ClientConnection::on_response_head(const http::MessageHead& head) {
+  if (head.status == 101) {
+    if (upgrade_requested_ && !head.get("upgrade").empty()) {
+      start_tunnel(head);
+    } else {
+      // A 101 nobody asked for cannot be relayed as HTTP.
+      LogLine(LogLevel::kWarn, "unexpected 101 from upstream").kv("upstream", group_->name());
+      on_response_aborted(Error::kUpstreamBadResponse);
+    }
+    return;
+  }
   if (head.status >= 500 && upstream_ != nullptr && may_retry(false, head.status)) {
     // Not relayed: this answer is dropped with its connection.
     LogLine(LogLevel::kInfo, "upstream answered a retryable status, retrying")
@@ -742,7 +766,9 @@ void ClientConnection::on_write_done(WriteBatch&, int status) {
   }
   if (client_full_ && uv_stream_get_write_queue_size(as_stream(&tcp_)) <= io_.low_watermark) {
     client_full_ = false;
-    if (timer_phase_ == TimerPhase::kSend) set_timer(TimerPhase::kNone);
+    if (timer_phase_ == TimerPhase::kSend) {
+      set_timer(state_ == State::kTunnel ? TimerPhase::kTunnelIdle : TimerPhase::kNone);
+    }
     if (upstream_ != nullptr) upstream_->resume_reading();
   }
 }
@@ -795,6 +821,7 @@ void ClientConnection::reset_exchange() {
   ticket_.reset();
   policy_lines_.clear();
   auth_lines_.clear();
+  upgrade_requested_ = false;
   forward_target_.clear();
   plan_ = ClientResponsePlan{};
   request_complete_ = false;
@@ -1014,6 +1041,9 @@ void ClientConnection::set_timer(TimerPhase phase) {
       break;
     case TimerPhase::kRetryBackoff:
       return;  // armed by retry_later()
+    case TimerPhase::kTunnelIdle:
+      ms = tunnel_idle_ms_ != 0 ? tunnel_idle_ms_ : 60'000;
+      break;
   }
   timer_.arm(ms);
 }
@@ -1051,6 +1081,10 @@ void ClientConnection::on_timer() {
     case TimerPhase::kRetryBackoff:
       timer_phase_ = TimerPhase::kNone;
       acquire_upstream(true);
+      break;
+    case TimerPhase::kTunnelIdle:
+      LogLine(LogLevel::kDebug, "tunnel idle, closing").kv("client", client_ip_);
+      close();
       break;
     case TimerPhase::kCacheLock:
       // The fetch we waited for takes too long: ask the origin ourselves.

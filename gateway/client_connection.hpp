@@ -40,6 +40,7 @@ class ClientConnection final : public upstream::ExchangeSink,
     kWaitingUpstream,  // head parsed, waiting for an upstream connection
     kWaitingCache,     // waiting for another request's fetch of the same cache key
     kProxying,         // request and/or response streaming
+    kTunnel,           // after a 101: raw bytes both ways (WebSocket...)
     kLocalReply,       // writing a reply of our own
     kClosing,
   };
@@ -76,6 +77,8 @@ class ClientConnection final : public upstream::ExchangeSink,
   void on_response_aborted(Error error) override;
   void on_response_batch_end() override;
   void on_request_drained() override;
+  void on_tunnel_data(const BlockRef& block, std::string_view bytes) override;
+  void on_tunnel_end() override;
   // WriteCompletion
   void on_write_done(WriteBatch& batch, int status) override;
   // cache::FillWaiter
@@ -92,6 +95,7 @@ class ClientConnection final : public upstream::ExchangeSink,
     kCacheLock,
     kHandshake,
     kRetryBackoff,  // waiting before a retry
+    kTunnelIdle,    // nothing either way through a tunnel
   };
 
   // The cache's part of the current exchange (routes with a cache only).
@@ -206,6 +210,12 @@ class ClientConnection final : public upstream::ExchangeSink,
   // The route's retry policy allows another attempt now (and spends budget).
   bool may_retry(bool connect_failure, int status);
   void retry_later();
+  bool upgrade_requested_ = false;  // the request asks to switch protocols
+  uint64_t tunnel_idle_ms_ = 0;     // a tunnel with no bytes either way this long closes
+  // A 101 from the upstream: relay it and turn the connection into a tunnel.
+  void start_tunnel(const http::MessageHead& response);
+  // Tunnel: the client's bytes in in_ go to the upstream as they are.
+  void tunnel_client_bytes();
   bool upstream_full_ = false;  // upstream's outbound queue over the high watermark
   bool client_full_ = false;    // our outbound queue over the high watermark
 

@@ -109,6 +109,29 @@ bool is_sane_request_id(std::string_view id) {
   return true;
 }
 
+bool is_upgrade_request(const MessageHead& request) {
+  return request.method == "GET" && !request.is_http10() && !request.get("upgrade").empty() &&
+         ConnectionTokens(request).contains("upgrade");
+}
+
+void build_switching_protocols_head(const MessageHead& response, std::string_view request_id,
+                                    std::string& out) {
+  const ConnectionTokens connection(response);
+  out.append("HTTP/1.1 101 Switching Protocols\r\n");
+  for (const Header& h : response.headers) {
+    const std::string_view n = h.name;
+    if (http::is_hop_by_hop(n) || connection.contains(n) || iequals(n, "content-length") ||
+        iequals(n, "x-request-id")) {
+      continue;
+    }
+    append_header(out, h.name, h.value);
+  }
+  append_header(out, "Upgrade", response.get("upgrade"));
+  out.append("Connection: upgrade\r\n");
+  if (!request_id.empty()) append_header(out, "X-Request-Id", request_id);
+  out.append("\r\n");
+}
+
 void build_upstream_request_head(const MessageHead& req, const ForwardContext& ctx,
                                  std::string& out) {
   const ConnectionTokens connection(req);
@@ -144,6 +167,10 @@ void build_upstream_request_head(const MessageHead& req, const ForwardContext& c
   append_list_with(out, req, "Via", via_version(req), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
   out.append(ctx.extra_lines);
+  if (ctx.upgrade) {
+    append_header(out, "Upgrade", req.get("upgrade"));
+    out.append("Connection: upgrade\r\n");
+  }
 
   switch (req.framing) {
     case http::BodyFraming::kContentLength:
@@ -213,6 +240,10 @@ ClientResponsePlan build_client_response_head(const MessageHead& resp, const Mes
   append_list_with(out, resp, "Via", via_version(resp), "torii");
   append_header(out, "X-Request-Id", ctx.request_id);
   out.append(ctx.extra_lines);
+  if (ctx.upgrade) {
+    append_header(out, "Upgrade", req.get("upgrade"));
+    out.append("Connection: upgrade\r\n");
+  }
   if (plan.close_after) {
     out.append("Connection: close\r\n");
   } else if (client_10) {

@@ -26,10 +26,23 @@ struct ForwardContext {
   std::string_view method_override = {};
   // Sent instead of the target's path and query (an API key removed from the query).
   std::string_view path_and_query_override = {};
+  // The request asks to switch protocols (WebSocket...): Upgrade and
+  // "Connection: upgrade" go upstream instead of being dropped as hop-by-hop.
+  bool upgrade = false;
   // Request headers (lower-case names) not forwarded: a route's API-key
   // header, and the header the gateway itself sets to the verified subject.
   std::string_view drop_headers[2] = {};
 };
+
+// A GET asking to switch protocols: an Upgrade header and "upgrade" among
+// the Connection tokens (RFC 9110 7.8). HTTP/1.0 cannot upgrade.
+bool is_upgrade_request(const http::MessageHead& request);
+
+// The client's "101 Switching Protocols" head from the upstream's:
+// end-to-end headers kept (Sec-WebSocket-Accept...), hop-by-hop ones
+// dropped, Upgrade and "Connection: upgrade" sent.
+void build_switching_protocols_head(const http::MessageHead& response, std::string_view request_id,
+                                    std::string& out);
 
 // Appends the upstream request head ("GET / HTTP/1.1\r\n...\r\n") to out.
 // The body keeps the client's framing (Content-Length or chunked).

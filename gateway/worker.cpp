@@ -129,7 +129,7 @@ int Worker::run() {
     uv_signal_start(handle, on_signal, sig);
     uv_unref(reinterpret_cast<uv_handle_t*>(handle));
   }
-  for (auto& g : groups_) g->start_health_checks(&loop_, random());
+  for (auto& g : groups_) g->start_background(&loop_, random());
 
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
@@ -260,7 +260,7 @@ void Worker::start_drain(bool for_reload) {
   if (draining_) return;
   draining_ = true;
   drain_for_reload_ = for_reload;
-  for (auto& g : groups_) g->stop_health_checks();  // the next generation probes
+  for (auto& g : groups_) g->stop_background();  // the next generation probes
   if (slot_header_ != nullptr) slot_header_->ready.store(0, std::memory_order_release);
   LogLine(LogLevel::kInfo, "worker draining")
       .kv("worker", index_)
@@ -301,7 +301,7 @@ void Worker::close_all_handles() {
   cache_->close();
   if (control_) control_->close();
   for (auto& g : groups_) {
-    g->stop_health_checks();
+    g->stop_background();
     g->close_idle();
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);

@@ -43,6 +43,10 @@ class ExchangeSink {
   virtual void on_response_batch_end() = 0;
   // The upstream's outbound queue fell below the low watermark: send more body.
   virtual void on_request_drained() = 0;
+  // After start_tunnel(): raw bytes from the upstream (part of `block`),
+  // then the tunnel's end (the upstream closed, or failed).
+  virtual void on_tunnel_data(const BlockRef& /*block*/, std::string_view /*bytes*/) {}
+  virtual void on_tunnel_end() {}
 
  protected:
   ~ExchangeSink() = default;

@@ -264,7 +264,7 @@ void UpstreamConnection::resume_reading() {
   if (!read_paused_ || state_ != State::kActive) return;
   read_paused_ = false;
   start_reading();
-  arm_response_timer();
+  if (!tunnel_) arm_response_timer();
 }
 
 void UpstreamConnection::on_read(ssize_t nread) {
@@ -283,11 +283,22 @@ void UpstreamConnection::on_read(ssize_t nread) {
     close();  // bytes nobody asked for: the connection cannot be trusted
     return;
   }
+  if (tunnel_) {
+    deliver_tunnel_bytes();
+    return;
+  }
   arm_response_timer();
   process_input();
 }
 
 void UpstreamConnection::on_peer_closed(bool clean) {
+  if (tunnel_) {
+    ExchangeSink* sink = sink_;
+    sink_ = nullptr;
+    close();
+    if (sink != nullptr) sink->on_tunnel_end();
+    return;
+  }
   if (state_ == State::kConnecting) {
     tls_failed("the server closed the connection");  // only TLS reads before it is up
     return;
@@ -340,6 +351,10 @@ void UpstreamConnection::tls_input(size_t n) {
       close(/*graceful=*/false);  // bytes nobody asked for: the connection cannot be trusted
       return;
     }
+    if (tunnel_) {
+      deliver_tunnel_bytes();
+      continue;
+    }
     arm_response_timer();
     process_input();
   }
@@ -363,6 +378,10 @@ void UpstreamConnection::process_input() {
         head_delivered_ = true;
         pool_.count_response(head.status);
         sink_->on_response_head(head);
+        if (tunnel_) {
+          deliver_tunnel_bytes();  // bytes that came right behind the 101
+          return;
+        }
         continue;
       }
       case Event::kBody:
@@ -444,6 +463,13 @@ void UpstreamConnection::on_timer() {
 }
 
 void UpstreamConnection::fail(Error e) {
+  if (tunnel_) {
+    ExchangeSink* sink = sink_;
+    sink_ = nullptr;
+    close(/*graceful=*/false);
+    if (sink != nullptr) sink->on_tunnel_end();
+    return;
+  }
   if (sink_ != nullptr && !head_delivered_) pool_.count(outcome_of(e));
   ExchangeSink* sink = sink_;
   sink_ = nullptr;
@@ -457,6 +483,19 @@ void UpstreamConnection::fail(Error e) {
         !was_connecting && reused_ && !response_started_ && e == Error::kUpstreamReset;
     sink->on_upstream_error(e, retryable);
   }
+}
+
+void UpstreamConnection::start_tunnel() {
+  tunnel_ = true;
+  timer_.disarm();  // the client side times an idle tunnel
+}
+
+void UpstreamConnection::deliver_tunnel_bytes() {
+  if (in_.unparsed_size() == 0 || sink_ == nullptr) return;
+  const std::string_view bytes(in_.unparsed_data(), in_.unparsed_size());
+  in_.consume(bytes.size());
+  sink_->on_tunnel_data(in_.block(), bytes);
+  if (sink_ != nullptr) sink_->on_response_batch_end();
 }
 
 void UpstreamConnection::abort() {

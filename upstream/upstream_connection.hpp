@@ -46,6 +46,10 @@ class UpstreamConnection final : public WriteCompletion {
   void request_complete() { request_sent_ = true; }
   // The client side gives up on the exchange (client gone, error): closes the connection.
   void abort();
+  // After a 101 response head: from now on the bytes both ways are not
+  // HTTP. The upstream's go to the sink raw (on_tunnel_data), the sink's go
+  // out with send_body(); the connection is never pooled again.
+  void start_tunnel();
 
   void pause_reading();
   void resume_reading();
@@ -105,6 +109,9 @@ class UpstreamConnection final : public WriteCompletion {
   bool head_delivered_ = false;
   bool drain_wanted_ = false;  // a sink waits for on_request_drained
   bool connect_failed_sync_ = false;
+  bool tunnel_ = false;
+  // Tunnel: hands the unparsed bytes of in_ to the sink.
+  void deliver_tunnel_bytes();
   unsigned keep_alive_hint_s_ = 0;
   uint64_t connect_start_ns_ = 0;
   uint64_t connect_limit_ms_ = 0;  // connect + TLS handshake

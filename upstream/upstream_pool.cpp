@@ -13,29 +13,20 @@ namespace torii::upstream {
 
 namespace {
 
-// Server addresses are resolved once, when a worker starts and before it
-// takes traffic; periodic asynchronous re-resolution is a later feature.
-sockaddr_storage resolve(const conf::HostPort& hp) {
-  sockaddr_storage ss{};
-  if (uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) return ss;
-  if (uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) return ss;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
-  if (rc != 0 || res == nullptr) {
-    throw std::runtime_error("cannot resolve upstream server " + hp.str() + ": " +
-                             gai_strerror(rc));
-  }
-  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (ss.ss_family == AF_INET) {
-    reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(hp.port);
+// An IP address literal as a socket address; false for a host name.
+bool parse_ip(const conf::HostPort& hp, sockaddr_storage& ss) {
+  return uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0 ||
+         uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0;
+}
+
+std::string address_text(const sockaddr_storage& ss) {
+  char text[64] = {};
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&ss), text, sizeof text);
   } else {
-    reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(hp.port);
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&ss), text, sizeof text);
   }
-  return ss;
+  return text;
 }
 
 PoolSettings settings_from(const conf::Upstream& u) {
@@ -51,20 +42,81 @@ PoolSettings settings_from(const conf::Upstream& u) {
 
 }  // namespace
 
-ServerPool::ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
-                       std::string authority, const PoolSettings& settings,
-                       metrics::StatsWriter& stats, const metrics::ServerCells& cells,
-                       const UpstreamTlsContext* tls, std::string tls_name)
+ServerPool::ServerPool(IoContext& io, UpstreamGroup& group, const conf::HostPort& server,
+                       const PoolSettings& settings, metrics::StatsWriter& stats,
+                       const metrics::ServerCells& cells, const UpstreamTlsContext* tls,
+                       std::string tls_name)
     : io_(io),
       group_(group),
-      addr_(addr),
-      authority_(std::move(authority)),
+      server_(server),
+      authority_(server.str()),
       settings_(settings),
       stats_(stats),
       cells_(cells),
       tls_(tls),
       tls_name_(std::move(tls_name)) {
   stats_.gauge_add(cells_.up_gauge, 1);  // usable until health checks say otherwise
+  resolved_ = parse_ip(server, addr_);
+  by_name_ = !resolved_;
+  dns_req_.data = this;
+  resolve();
+}
+
+void ServerPool::resolve() {
+  if (!by_name_ || resolving_) return;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  const int rc = uv_getaddrinfo(
+      io_.loop, &dns_req_,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        static_cast<ServerPool*>(req->data)->on_resolved(status, res);
+      },
+      server_.host.c_str(), nullptr, &hints);
+  resolving_ = rc == 0;
+  if (rc != 0) {
+    LogLine(LogLevel::kWarn, "upstream name lookup failed")
+        .kv("server", authority_)
+        .kv("error", uv_strerror(rc));
+  }
+}
+
+void ServerPool::cancel_resolve() {
+  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&dns_req_));
+}
+
+void ServerPool::on_resolved(int status, addrinfo* res) {
+  resolving_ = false;
+  if (status == UV_ECANCELED) {
+    uv_freeaddrinfo(res);
+    return;
+  }
+  if (status != 0 || res == nullptr) {
+    // The last good address stays in use: a DNS hiccup must not take a
+    // working server away.
+    LogLine(resolved_ ? LogLevel::kWarn : LogLevel::kError, "upstream name lookup failed")
+        .kv("server", authority_)
+        .kv("error", uv_strerror(status))
+        .kv("keeping", resolved_ ? address_text(addr_) : std::string("nothing: unusable"));
+    uv_freeaddrinfo(res);
+    return;
+  }
+  sockaddr_storage fresh{};
+  std::memcpy(&fresh, res->ai_addr, res->ai_addrlen);
+  uv_freeaddrinfo(res);
+  if (fresh.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&fresh)->sin_port = htons(server_.port);
+  } else {
+    reinterpret_cast<sockaddr_in6*>(&fresh)->sin6_port = htons(server_.port);
+  }
+  const std::string now = address_text(fresh);
+  if (!resolved_ || address_text(addr_) != now) {
+    LogLine(LogLevel::kInfo, "upstream address").kv("server", authority_).kv("address", now);
+  }
+  addr_ = fresh;
+  const bool first = !resolved_;
+  resolved_ = true;
+  if (first) group_.on_slot_freed(*this);  // requests may be waiting for it
 }
 
 UpstreamConnection* ServerPool::take_idle() {
@@ -191,12 +243,13 @@ UpstreamGroup::UpstreamGroup(IoContext& io, const conf::Upstream& config,
       health_(config.servers.size(), health_settings_of(config)),
       usable_(config.servers.size()),
       health_check_(config.health_check),
+      resolve_interval_ms_(static_cast<uint64_t>(config.resolve_interval.count())),
       server_in_flight_(config.servers.size(), 0) {
   for (size_t i = 0; i < config.servers.size(); ++i) {
     const conf::HostPort& hp = config.servers[i];
-    servers_.push_back(std::make_unique<ServerPool>(
-        io, *this, resolve(hp), hp.str(), settings_, stats, cells_.servers.at(i), tls_.get(),
-        tls_ ? tls_->name_for(hp.host) : std::string()));
+    servers_.push_back(
+        std::make_unique<ServerPool>(io, *this, hp, settings_, stats, cells_.servers.at(i),
+                                     tls_.get(), tls_ ? tls_->name_for(hp.host) : std::string()));
     servers_.back()->set_index(i);
   }
 }
@@ -326,14 +379,30 @@ void UpstreamGroup::record_outcome(ServerPool& pool, metrics::Outcome outcome, i
   }
 }
 
-void UpstreamGroup::start_health_checks(uv_loop_t* loop, uint64_t seed) {
+void UpstreamGroup::start_background(uv_loop_t* loop, uint64_t seed) {
   if (health_check_ && !checker_) {
     checker_ = std::make_unique<HealthChecker>(loop, *this, *health_check_, seed);
   }
+  const bool any_name =
+      std::any_of(servers_.begin(), servers_.end(), [](const auto& s) { return s->by_name(); });
+  if (any_name && !resolve_timer_running_) {
+    resolve_timer_running_ = true;
+    resolve_timer_.init(loop, this, [](void* self) {
+      auto* group = static_cast<UpstreamGroup*>(self);
+      for (auto& s : group->servers_) s->resolve();
+      group->resolve_timer_.arm(group->resolve_interval_ms_);
+    });
+    resolve_timer_.arm(resolve_interval_ms_);
+  }
 }
 
-void UpstreamGroup::stop_health_checks() {
+void UpstreamGroup::stop_background() {
   if (checker_) checker_->close();
+  for (auto& s : servers_) s->cancel_resolve();
+  if (resolve_timer_running_) {
+    resolve_timer_running_ = false;
+    resolve_timer_.close(nullptr);
+  }
 }
 
 void UpstreamGroup::record_check(size_t server, bool passed) {

@@ -39,15 +39,23 @@ class ServerPool {
  public:
   // `tls` (null: plain HTTP) reaches the server as `tls_name` (SNI and the
   // name its certificate must carry).
-  ServerPool(IoContext& io, UpstreamGroup& group, const sockaddr_storage& addr,
-             std::string authority, const PoolSettings& settings, metrics::StatsWriter& stats,
+  // A server given by IP address is usable at once; one given by name only
+  // once resolve() has found an address.
+  ServerPool(IoContext& io, UpstreamGroup& group, const conf::HostPort& server,
+             const PoolSettings& settings, metrics::StatsWriter& stats,
              const metrics::ServerCells& cells, const UpstreamTlsContext* tls = nullptr,
              std::string tls_name = {});
   ServerPool(const ServerPool&) = delete;
   ServerPool& operator=(const ServerPool&) = delete;
 
   UpstreamConnection* take_idle();
-  bool can_open() const { return conns_.size() < settings_.max_connections; }
+  bool can_open() const { return resolved_ && conns_.size() < settings_.max_connections; }
+  // Looks the server's name up on libuv's thread pool (never on the loop);
+  // new connections use the answer. No-op for an IP address or while a
+  // lookup is running.
+  void resolve();
+  void cancel_resolve();
+  bool by_name() const { return by_name_; }
   // Opens a connection for `sink` (it is told when ready or failed).
   void open(ExchangeSink* sink);
   void close_idle();
@@ -79,7 +87,13 @@ class ServerPool {
  private:
   IoContext& io_;
   UpstreamGroup& group_;
-  sockaddr_storage addr_;
+  sockaddr_storage addr_{};
+  conf::HostPort server_;
+  bool by_name_ = false;   // a host name, not an IP address
+  bool resolved_ = false;  // addr_ holds an address
+  bool resolving_ = false;
+  uv_getaddrinfo_t dns_req_{};
+  void on_resolved(int status, addrinfo* res);
   std::string authority_;
   PoolSettings settings_;
   metrics::StatsWriter& stats_;
@@ -144,9 +158,11 @@ class UpstreamGroup {
   void cancel_wait(WaitTicket& ticket);
   void close_idle();
   size_t waiting() const { return waiters_.size(); }
-  // Active health checks (when the upstream has "health_check").
-  void start_health_checks(uv_loop_t* loop, uint64_t seed);
-  void stop_health_checks();
+  // Background work: active health checks (when the upstream has
+  // "health_check") and looking server names up again every
+  // resolve_interval. stop_background() closes its handles.
+  void start_background(uv_loop_t* loop, uint64_t seed);
+  void stop_background();
 
   // From ServerPool: an idle connection or a free slot appeared.
   bool hand_to_waiter(UpstreamConnection& idle_conn);
@@ -173,6 +189,9 @@ class UpstreamGroup {
   ServerMask usable_;  // scratch for acquire()
   std::optional<conf::HealthCheck> health_check_;
   std::unique_ptr<HealthChecker> checker_;  // after servers_: probes use the pools
+  uint64_t resolve_interval_ms_ = 30'000;
+  DeadlineTimer resolve_timer_;
+  bool resolve_timer_running_ = false;
   std::vector<uint32_t> server_in_flight_;  // scratch for least_request
   // Marks the servers acquire() may use now; false when none is (then every
   // server with room is used: better than refusing all traffic).

@@ -536,3 +536,90 @@ def test_active_health_checks_take_a_server_out_and_back(torii, origin_factory):
     m = scrape(admin)
     assert m.sum("torii_upstream_health_checks_total", server=b_server, result="failed") >= 2
     assert m.sum("torii_upstream_health_checks_total", server=b_server, result="passed") >= 2
+
+
+# --------------------------------------------------------------------------- names
+
+def test_servers_by_name_are_looked_up_off_the_loop_and_a_bad_name_breaks_nothing(torii, origin):
+    cfg_up = {"servers": [f"localhost:{origin.port}", "no-such-host.invalid:80"], "connect_timeout": "500ms",
+              "pool": {"max_pending": 100}}
+    bad_only = {"servers": ["no-such-host.invalid:80"], "connect_timeout": "500ms"}
+    routes = [{"name": "bad", "match": {"path_prefix": "/bad"}, "upstream": "bad"},
+              {"name": "app", "match": {"path_prefix": "/"}, "upstream": "app"}]
+    t = gateway(torii, {"app": cfg_up, "bad": bad_only}, routes=routes, workers=2)
+    pids = sorted(t.worker_pids())
+    for i in range(6):  # the unresolvable server is never used
+        r = simple_get(t.port, f"/echo?i={i}")
+        assert r.status == 200, r
+    start = time.monotonic()
+    r = simple_get(t.port, "/bad/echo")
+    assert r.status == 503, r  # no usable server: the queue's timeout answers
+    assert time.monotonic() - start < 3
+    assert sorted(t.worker_pids()) == pids, "a worker died"
+    assert [r for r in t.records() if r.get("msg") == "upstream name lookup failed"], "the failure was not logged"
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+import asyncio  # noqa: E402
+
+import aiohttp  # noqa: E402
+
+
+def ws_session(port, actions, path="/ws", timeout=10):
+    async def run():
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"http://127.0.0.1:{port}{path}", timeout=timeout,
+                                    max_msg_size=64 << 20) as ws:
+                return await actions(ws)
+    return asyncio.run(asyncio.wait_for(run(), timeout + 5))
+
+
+def test_websocket_echo_through_the_gateway(torii, origin):
+    t = gateway(torii, {"app": upstream(origin.port)})
+
+    async def actions(ws):
+        await ws.send_str("hello")
+        assert (await ws.receive()).data == "hello"
+        big = os.urandom(3 * 1024 * 1024 + 5)  # several reads and writes each way
+        await ws.send_bytes(big)
+        got = await ws.receive()
+        assert got.type == aiohttp.WSMsgType.BINARY and got.data == big
+        for i in range(50):
+            await ws.send_str(f"m{i}")
+        return [(await ws.receive()).data for _ in range(50)]
+
+    assert ws_session(t.port, actions) == [f"m{i}" for i in range(50)]
+    # The gateway keeps serving plain requests (and the upgrade was counted as a 101).
+    assert simple_get(t.port, "/echo").status == 200
+    m = scrape(admin_port(t))
+    assert m.sum("torii_requests_total", status="1xx") == 1
+
+
+def test_websocket_tunnel_idle_timeout_closes_it(torii, origin):
+    routes = [{"name": "ws", "match": {"path_prefix": "/ws"}, "upstream": "app", "timeouts": {"idle": "500ms"}},
+              {"name": "rest", "match": {"path_prefix": "/"}, "upstream": "app"}]
+    t = gateway(torii, {"app": upstream(origin.port)}, routes=routes)
+
+    async def actions(ws):
+        await ws.send_str("ping")
+        assert (await ws.receive()).data == "ping"
+        start = time.monotonic()
+        msg = await ws.receive()  # nothing more is sent: the gateway closes the idle tunnel
+        return msg.type, time.monotonic() - start
+
+    kind, waited = ws_session(t.port, actions)
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR), kind
+    assert 0.3 <= waited < 3, waited
+
+
+def test_upgrade_refused_by_the_upstream_is_a_plain_response(torii, origin):
+    t = gateway(torii, {"app": upstream(origin.port)})
+    with HttpConn(t.port) as c:
+        c.request("GET", "/echo", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+        r = c.read_response()
+        assert r.status == 200, r
+        sent = {k.lower(): v for k, v in r.json()["headers"]}
+        assert sent.get("upgrade") == "websocket" and sent.get("connection", "").lower() == "upgrade"
+        c.request("GET", "/echo?again=1")  # the connection is still HTTP
+        assert c.read_response().status == 200

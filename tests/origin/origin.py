@@ -43,6 +43,7 @@ Endpoints (every response carries ``X-Origin-Name: <name>``):
                                delay=<s>        sleep s seconds (float) before answering
                                size=<n>         body is n deterministic bytes instead of JSON
                                status=<code>    answer with that status
+  /ws                        a WebSocket that echoes every message (text or binary)
   /stats[?reset=1]           JSON counters: total requests, per path, per
                              "METHOD path", per path+query ("urls"), TCP
                              connections accepted. /stats and /control/* are
@@ -501,6 +502,18 @@ async def control_fail(request):
     return web.json_response({"faults": {p: {"mode": m, "seconds": s} for p, (m, s) in FAULTS.items()}})
 
 
+async def websocket_echo(request):
+    """A WebSocket (RFC 6455) that echoes every text and binary message."""
+    ws = web.WebSocketResponse(max_msg_size=64 << 20)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == web.WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+        elif msg.type == web.WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws
+
+
 async def stats(request):
     if request.query.get("reset"):
         STATS.reset()
@@ -527,6 +540,7 @@ def make_app(name):
     r.add_route("*", "/count", count)
     r.add_route("*", "/count/{tail:.*}", count)
     r.add_route("*", "/cache/{tail:.*}", cacheable)
+    r.add_route("GET", "/ws", websocket_echo)
     r.add_route("POST", "/control/fail", control_fail)
     r.add_route("GET", "/stats", stats)
     return app

@@ -344,6 +344,38 @@ TEST_SUITE("http1_parser") {
     }
   }
 
+  TEST_CASE("a declined upgrade: the next request on the connection is HTTP again") {
+    const std::string r1 =
+        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    const std::string r2 = "GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+    for (const bool together : {true, false}) {
+      CAPTURE(together);
+      Http1Parser p(Kind::kRequest, {});
+      std::string buffer = together ? r1 + r2 : r1;
+      const char* d = buffer.data();
+      size_t left = buffer.size();
+      auto feed = [&] {
+        auto r = p.feed(d, left);
+        d += r.consumed;
+        left -= r.consumed;
+        return r;
+      };
+      auto r = feed();
+      CHECK(r.event == Event::kHeadComplete);
+      CHECK(p.head().get("upgrade") == "websocket");
+      CHECK(feed().event == Event::kMessageComplete);
+      if (!together) {
+        buffer = r2;
+        d = buffer.data();
+        left = buffer.size();
+      }
+      r = feed();
+      REQUIRE(r.event == Event::kHeadComplete);
+      CHECK(p.head().target == "/next");
+      CHECK(feed().event == Event::kMessageComplete);
+    }
+  }
+
   TEST_CASE("pipelined requests: each feed stops at the end of a message") {
     const std::string r1 = "GET /one HTTP/1.1\r\nHost: h\r\n\r\n";
     const std::string r2_head = "POST /two HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n";

@@ -1811,6 +1811,7 @@ TEST_CASE("upstream policies: weights, balance, outlier detection, health checks
     CHECK_FALSE(u.outlier_detection.has_value());
     CHECK_FALSE(u.health_check.has_value());
     CHECK(u.max_requests == 0);
+    CHECK(u.resolve_interval == 30s);
   }
   SUBCASE("every key") {
     const Config c = parse_config(patched(R"([
@@ -1824,7 +1825,8 @@ TEST_CASE("upstream policies: weights, balance, outlier detection, health checks
        "value": {"path": "/ping", "host": "app.internal", "interval": "500ms", "timeout": "200ms",
                  "healthy_threshold": 1, "unhealthy_threshold": 2,
                  "expected_statuses": "200-299,304"}},
-      {"op": "add", "path": "/upstreams/app/max_requests", "value": 100}])"),
+      {"op": "add", "path": "/upstreams/app/max_requests", "value": 100},
+      {"op": "add", "path": "/upstreams/app/resolve_interval", "value": "5s"}])"),
                                   kFile);
     const Upstream& u = c.upstreams[0];
     CHECK(u.weights == std::vector<uint32_t>{1, 5});
@@ -1846,6 +1848,7 @@ TEST_CASE("upstream policies: weights, balance, outlier detection, health checks
     CHECK(u.health_check->unhealthy_threshold == 2);
     CHECK(u.health_check->expected_statuses == "200-299,304");
     CHECK(u.max_requests == 100);
+    CHECK(u.resolve_interval == 5s);
   }
   SUBCASE("balance forms") {
     auto balance_of = [](const char* value) {
