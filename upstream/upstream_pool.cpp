@@ -112,6 +112,10 @@ void ServerPool::on_resolved(int status, addrinfo* res) {
   const std::string now = address_text(fresh);
   if (!resolved_ || address_text(addr_) != now) {
     LogLine(LogLevel::kInfo, "upstream address").kv("server", authority_).kv("address", now);
+  } else {
+    LogLine(LogLevel::kDebug, "upstream name looked up")
+        .kv("server", authority_)
+        .kv("address", now);
   }
   addr_ = fresh;
   const bool first = !resolved_;

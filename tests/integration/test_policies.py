@@ -623,3 +623,33 @@ def test_upgrade_refused_by_the_upstream_is_a_plain_response(torii, origin):
         assert sent.get("upgrade") == "websocket" and sent.get("connection", "").lower() == "upgrade"
         c.request("GET", "/echo?again=1")  # the connection is still HTTP
         assert c.read_response().status == 200
+
+
+def test_names_are_looked_up_again_every_resolve_interval(torii, origin):
+    up = {"servers": [f"localhost:{origin.port}"], "resolve_interval": "1s"}
+    t = gateway(torii, {"app": up}, workers=1, log_level="debug")
+    assert simple_get(t.port, "/echo").status == 200
+    time.sleep(2.6)
+    lookups = [r for r in t.records() if r.get("msg") in ("upstream address", "upstream name looked up")]
+    assert len(lookups) >= 3, lookups  # at start, then about every second
+
+
+def test_api_key_file_is_read_again_on_reload(torii, origin, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("first:aaaaaaaaaaaaaaaaaaaa\n")
+    routes = [{"name": "keyed", "match": {"path_prefix": "/"}, "upstream": "app",
+               "auth": {"api_key": {"file": str(keys)}}}]
+    t = gateway(torii, {"app": upstream(origin.port)}, routes=routes)
+    assert simple_get(t.port, "/echo", headers={"X-API-Key": "bbbbbbbbbbbbbbbbbbbb"}).status == 401
+    keys.write_text("first:aaaaaaaaaaaaaaaaaaaa\nsecond:bbbbbbbbbbbbbbbbbbbb\n")
+    os.kill(t.pid, signal.SIGHUP)
+    t.wait_records(lambda recs: [r for r in recs if r.get("msg") == "configuration reloaded"] or None, 10, "reload")
+    wait_for(lambda: simple_get(t.port, "/echo", headers={"X-API-Key": "bbbbbbbbbbbbbbbbbbbb"}).status == 200,
+             10, what="the new key accepted")
+    # A key file that no longer parses is refused with its path, and the running keys stay.
+    keys.write_text("short\n")
+    os.kill(t.pid, signal.SIGHUP)
+    rec = t.wait_records(lambda recs: [r for r in recs if r.get("msg", "").startswith("configuration reload failed")]
+                         or None, 10, "the refused reload")[-1]
+    assert "/routes/0/auth/api_key/file" in rec.get("error", ""), rec
+    assert simple_get(t.port, "/echo", headers={"X-API-Key": "bbbbbbbbbbbbbbbbbbbb"}).status == 200
