@@ -24,6 +24,8 @@ that a broken dashboard fails).
 """
 
 import json
+import threading
+import time
 import os
 import re
 import shutil
@@ -257,22 +259,29 @@ def busy_gateway(torii, origin, raw_upstream, tmp_path):
     """A 1-worker Torii (plain + TLS listener, admin with a token) after traffic that makes every
     family the dashboards use appear: proxied 2xx/4xx/5xx, unrouted 404, a cached route with
     pre-warm, hits, stores, evictions and a purge, a dead upstream (connect_error), a keep-alive
-    race (retry), TLS 1.2 and 1.3 handshakes and plain HTTP on the TLS port, a worker restart."""
+    race (retry), TLS 1.2 and 1.3 handshakes and plain HTTP on the TLS port, a worker restart,
+    active health checks, an outlier ejection and a circuit-breaker rejection."""
     cert, key = self_signed(tmp_path / "tls")
     race = raw_upstream("ka-race-fin")
+    app = upstream(origin.port)
+    app["health_check"] = {"path": "/count/health", "interval": "200ms", "timeout": "150ms"}
+    dead = upstream(free_port(), connect_timeout="2s")
+    dead["outlier_detection"] = {"consecutive_connect_failures": 1, "max_ejected_percent": 100}
+    capped = upstream(origin.port)
+    capped["max_requests"] = 1
     cfg = make_config(
-        {"app": upstream(origin.port), "dead": upstream(free_port(), connect_timeout="2s"),
-         "race": upstream(race.port)},
+        {"app": app, "dead": dead, "race": upstream(race.port), "capped": capped},
         routes=[
             {"name": "cached", "match": {"host": "app.test", "path_prefix": "/cache/"}, "upstream": "app",
              "cache": {"ttl": "60s", "prewarm": ["/cache/warm"]}},
             {"name": "app", "match": {"host": "app.test"}, "upstream": "app"},
             {"name": "dead", "match": {"host": "dead.test"}, "upstream": "dead"},
             {"name": "racy", "match": {"host": "race.test"}, "upstream": "race"},
+            {"name": "capped", "match": {"host": "capped.test"}, "upstream": "capped"},
         ],
         workers=1,
         listeners=[{"address": "127.0.0.1:0"},
-                   # 127.0.0.2: two listeners both configured as 127.0.0.1:0 get one socket (a Torii bug)
+                   # 127.0.0.2: checked with the client's SNI-less requests on its own address
                    {"address": "127.0.0.2:0", "tls": {"certificates": [{"cert": str(cert), "key": str(key)}]}}],
         admin={"address": "127.0.0.1:0", "token": ADMIN_TOKEN},
         cache={"memory": "1MiB"},
@@ -296,6 +305,11 @@ def busy_gateway(torii, origin, raw_upstream, tmp_path):
     for i in range(4):  # 4 x 300 KB > the worker's 1 MiB: evictions
         assert get(plain, f"/cache/big{i}?size=300000").status == 200
     assert get(plain, "/x", host="dead.test").status == 502
+    slow = threading.Thread(target=lambda: get(plain, "/delay?ms=800", host="capped.test"))
+    slow.start()  # holds the capped upstream's one request slot ...
+    time.sleep(0.3)
+    assert get(plain, "/echo", host="capped.test").status == 503  # ... so this one is refused
+    slow.join(5)
     with HttpConn(plain, timeout=5) as c:  # the race upstream closes every reused connection: retries
         for i in range(3):
             c.request("GET", f"/item/{i}", host="race.test")
@@ -308,7 +322,8 @@ def busy_gateway(torii, origin, raw_upstream, tmp_path):
     victim = t.ready_workers()["0"]
     os.kill(victim, signal.SIGKILL)
     want = ("torii_worker_restarts_total", "torii_cache_purged_total", "torii_cache_evictions_total",
-            "torii_upstream_retries_total")
+            "torii_upstream_retries_total", "torii_upstream_health_checks_total",
+            "torii_upstream_ejections_total", "torii_upstream_rejected_total")
     m = scrape_until(t.admin, lambda m: (all(m.sum(f) >= 1 for f in want)
                                          and m.sum("torii_workers", state="running") == 1), timeout=10)
     for f in want:
