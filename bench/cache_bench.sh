@@ -115,11 +115,7 @@ COMMAND="$COMMAND bench/cache_bench.sh"
 
 bench_require wrk taskset curl awk sort cmp timeout getconf wc
 [ -x "$NGINX_BIN" ] || bench_die "nginx not found (set NGINX_BIN)"
-NCPU=$(nproc)
-if ((PROXY_CPU >= NCPU || LOAD_CPU >= NCPU)); then
-  bench_die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU need at least $((PROXY_CPU > LOAD_CPU ? PROXY_CPU + 1 : LOAD_CPU + 1)) cores, this machine has $NCPU"
-fi
-[ "$PROXY_CPU" != "$LOAD_CPU" ] || bench_warn "PROXY_CPU = LOAD_CPU: servers and load share one core"
+bench_check_cores servers
 
 # ---------------------------------------------------------------- torii binary
 # Not built here: the binary of a release build (scripts/build.sh release),

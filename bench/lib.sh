@@ -628,3 +628,39 @@ bench_json_runs_and_status() {
   ((${#PROBLEMS[@]})) && printf '\n  '
   printf '],\n  "status": "%s",\n  "workdir": %s\n}\n' "$([ "$FAILED" = 0 ] && echo ok || echo errors)" "$(bench_json_str "$WORK")"
 }
+
+# Checks PROXY_CPU and LOAD_CPU against the machine's cores (sets NCPU);
+# `what` names what runs on PROXY_CPU in the warning ("proxy", "servers").
+bench_check_cores() {
+  local what=$1
+  NCPU=$(nproc)
+  if ((PROXY_CPU >= NCPU || LOAD_CPU >= NCPU)); then
+    bench_die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU need at least $((PROXY_CPU > LOAD_CPU ? PROXY_CPU + 1 : LOAD_CPU + 1)) cores, this machine has $NCPU"
+  fi
+  [ "$PROXY_CPU" != "$LOAD_CPU" ] || bench_warn "PROXY_CPU = LOAD_CPU: $what and load share one core"
+}
+
+# Without TORII_BIN: configures (once) and builds a Release torii in
+# TORII_BUILD_DIR, incrementally, so the current tree is what is measured.
+# Sets TORII_BIN and TORII_BUILD_TYPE.
+bench_build_torii() {
+  if [ -z "${TORII_BIN:-}" ]; then
+    bench_require cmake
+    mkdir -p "$TORII_BUILD_DIR"
+    local build_log="$TORII_BUILD_DIR/bench-build.log"
+    if [ ! -f "$TORII_BUILD_DIR/CMakeCache.txt" ]; then
+      local gen=()
+      command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+      bench_log "configuring a Release build in $TORII_BUILD_DIR"
+      cmake -S "$REPO" -B "$TORII_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DTORII_TESTS=OFF \
+        >"$build_log" 2>&1 || { tail -n 30 "$build_log" >&2; bench_die "cmake failed (log: $build_log)"; }
+    fi
+    bench_log "building torii in $TORII_BUILD_DIR"
+    cmake --build "$TORII_BUILD_DIR" --target torii -j "$NCPU" >>"$build_log" 2>&1 ||
+      { tail -n 30 "$build_log" >&2; bench_die "build failed (log: $build_log)"; }
+    TORII_BIN="$TORII_BUILD_DIR/gateway/torii"
+  fi
+  [ -x "$TORII_BIN" ] || bench_die "torii binary not found: $TORII_BIN"
+  # shellcheck disable=SC2034 # read by the calling script
+  TORII_BUILD_TYPE=$(awk -F= '/^CMAKE_BUILD_TYPE:/ { print $2 }' "$(dirname "$(dirname "$TORII_BIN")")/CMakeCache.txt" 2>/dev/null || true)
+}

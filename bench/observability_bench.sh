@@ -96,33 +96,10 @@ COMMAND="$COMMAND bench/observability_bench.sh"
 
 bench_require wrk taskset curl awk sort cmp timeout getconf wc truncate
 [ -x "$NGINX_BIN" ] || bench_die "nginx not found (set NGINX_BIN)"
-NCPU=$(nproc)
-if ((PROXY_CPU >= NCPU || LOAD_CPU >= NCPU)); then
-  bench_die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU need at least $((PROXY_CPU > LOAD_CPU ? PROXY_CPU + 1 : LOAD_CPU + 1)) cores, this machine has $NCPU"
-fi
-[ "$PROXY_CPU" != "$LOAD_CPU" ] || bench_warn "PROXY_CPU = LOAD_CPU: proxy and load share one core"
+bench_check_cores proxy
 
 # ---------------------------------------------------------------- torii binary
-# As proxy_bench.sh: a Release build in build-bench/, incremental, so the
-# current tree is what is measured.
-if [ -z "${TORII_BIN:-}" ]; then
-  bench_require cmake
-  mkdir -p "$TORII_BUILD_DIR"
-  build_log="$TORII_BUILD_DIR/bench-build.log"
-  if [ ! -f "$TORII_BUILD_DIR/CMakeCache.txt" ]; then
-    gen=()
-    command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
-    bench_log "configuring a Release build in $TORII_BUILD_DIR"
-    cmake -S "$REPO" -B "$TORII_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DTORII_TESTS=OFF \
-      >"$build_log" 2>&1 || { tail -n 30 "$build_log" >&2; bench_die "cmake failed (log: $build_log)"; }
-  fi
-  bench_log "building torii in $TORII_BUILD_DIR"
-  cmake --build "$TORII_BUILD_DIR" --target torii -j "$NCPU" >>"$build_log" 2>&1 ||
-    { tail -n 30 "$build_log" >&2; bench_die "build failed (log: $build_log)"; }
-  TORII_BIN="$TORII_BUILD_DIR/gateway/torii"
-fi
-[ -x "$TORII_BIN" ] || bench_die "torii binary not found: $TORII_BIN"
-TORII_BUILD_TYPE=$(awk -F= '/^CMAKE_BUILD_TYPE:/ { print $2 }' "$(dirname "$(dirname "$TORII_BIN")")/CMakeCache.txt" 2>/dev/null || true)
+bench_build_torii
 
 # ---------------------------------------------------------------- work dir
 STAMP=$(date +%Y%m%d-%H%M%S)
