@@ -664,3 +664,33 @@ bench_build_torii() {
   # shellcheck disable=SC2034 # read by the calling script
   TORII_BUILD_TYPE=$(awk -F= '/^CMAKE_BUILD_TYPE:/ { print $2 }' "$(dirname "$(dirname "$TORII_BIN")")/CMakeCache.txt" 2>/dev/null || true)
 }
+
+# The run parameters every benchmark takes, with their defaults (QUICK=1:
+# one short round, for a smoke test). See any bench script's header.
+bench_run_parameters() {
+  if [ "${QUICK:-0}" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}
+    DURATION=${DURATION:-3s}
+    WARMUP=${WARMUP:-1s}
+    QUIET_WAIT=${QUIET_WAIT:-10}
+  else
+    ROUNDS=${ROUNDS:-3}
+    DURATION=${DURATION:-10s}
+    WARMUP=${WARMUP:-2s}
+  fi
+  CONNECTIONS=${CONNECTIONS:-64}
+  QUIET_MAX_PCT=${QUIET_MAX_PCT:-15}
+  QUIET_WAIT=${QUIET_WAIT:-120}
+  NOISY_PCT=${NOISY_PCT:-10}
+  NOISY_RETRIES=${NOISY_RETRIES:-2}
+  THREADS=${THREADS:-1}
+}
+
+bench_check_run_parameters() {
+  if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1)); then bench_die "ROUNDS must be a positive integer"; fi
+  if [ "${QUICK:-0}" != 1 ] && ((ROUNDS < 3)); then
+    bench_die "ROUNDS must be >= 3 for a real measurement (QUICK=1 for a smoke test)"
+  fi
+  [[ $DURATION =~ ^[0-9]+[smh]$ ]] || bench_die "DURATION must look like 10s, 1m"
+  [[ $WARMUP =~ ^[0-9]+[smh]$ ]] || bench_die "WARMUP must look like 2s"
+}

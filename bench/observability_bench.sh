@@ -53,22 +53,7 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 source "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- parameters
-if [ "${QUICK:-0}" = 1 ]; then
-  ROUNDS=${ROUNDS:-1}
-  DURATION=${DURATION:-3s}
-  WARMUP=${WARMUP:-1s}
-  QUIET_WAIT=${QUIET_WAIT:-10}
-else
-  ROUNDS=${ROUNDS:-3}
-  DURATION=${DURATION:-10s}
-  WARMUP=${WARMUP:-2s}
-fi
-CONNECTIONS=${CONNECTIONS:-64}
-QUIET_MAX_PCT=${QUIET_MAX_PCT:-15}
-QUIET_WAIT=${QUIET_WAIT:-120}
-NOISY_PCT=${NOISY_PCT:-10}
-NOISY_RETRIES=${NOISY_RETRIES:-2}
-THREADS=${THREADS:-1}
+bench_run_parameters  # ROUNDS, DURATION, WARMUP, CONNECTIONS, THREADS, QUIET_*, NOISY_*
 BODY_BYTES=${BODY_BYTES:-1024}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -79,12 +64,7 @@ NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 LOG_LINES_MIN_PCT=${LOG_LINES_MIN_PCT:-90}
 VARIANTS=(on off)
 
-if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1)); then bench_die "ROUNDS must be a positive integer"; fi
-if [ "${QUICK:-0}" != 1 ] && ((ROUNDS < 3)); then
-  bench_die "ROUNDS must be >= 3 for a real measurement (QUICK=1 for a smoke test)"
-fi
-[[ $DURATION =~ ^[0-9]+[smh]$ ]] || bench_die "DURATION must look like 10s, 1m"
-[[ $WARMUP =~ ^[0-9]+[smh]$ ]] || bench_die "WARMUP must look like 2s"
+bench_check_run_parameters
 
 COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS"
 [ "${QUICK:-0}" = 1 ] && COMMAND="QUICK=1 $COMMAND"

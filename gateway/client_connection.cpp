@@ -404,6 +404,7 @@ void ClientConnection::on_request_head() {
 }
 
 bool ClientConnection::pass_route_policies(size_t route) {
+  if (!worker_.policies().any(route)) return true;
   const http::MessageHead& head = parser_.head();
   PolicyVerdict verdict = worker_.policies().check(route, head, client_ip_, uv_now(io_.loop),
                                                    static_cast<int64_t>(std::time(nullptr)));

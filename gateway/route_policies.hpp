@@ -39,6 +39,12 @@ class RoutePolicies {
   PolicyVerdict check(size_t route, const http::MessageHead& request, std::string_view client_ip,
                       uint64_t now_monotonic_ms, int64_t now_unix_s) const;
 
+  // The route has a rate limit or authentication (otherwise check() has
+  // nothing to do, and the request path skips it).
+  bool any(size_t route) const {
+    return (route < limits_.size() && limits_[route].has_value()) || auth(route) != nullptr;
+  }
+
   const RouteAuthenticator* auth(size_t route) const {
     return route < auth_.size() ? auth_[route].get() : nullptr;
   }

@@ -68,7 +68,7 @@ class HealthChecker::Probe final : public ExchangeSink {
 
 HealthChecker::HealthChecker(uv_loop_t* loop, UpstreamGroup& group, const conf::HealthCheck& config,
                              uint64_t seed)
-    : interval_ms_(static_cast<uint64_t>(config.interval.count())), rng_(seed | 1) {
+    : interval_ms_(static_cast<uint64_t>(config.interval.count())), rng_(seed) {
   std::string error;
   const StatusRanges expected =
       StatusRanges::parse(config.expected_statuses, error).value_or(StatusRanges::range(200, 399));
@@ -81,20 +81,14 @@ HealthChecker::HealthChecker(uv_loop_t* loop, UpstreamGroup& group, const conf::
   }
   timer_.init(loop, this, [](void* self) { static_cast<HealthChecker*>(self)->on_timer(); });
   // The first round soon after start, spread over a tenth of the interval.
-  rng_ ^= rng_ << 13;
-  rng_ ^= rng_ >> 7;
-  rng_ ^= rng_ << 17;
-  timer_.arm(1 + rng_ % (interval_ms_ / 10 + 1));
+  timer_.arm(1 + rng_.below(interval_ms_ / 10 + 1));
 }
 
 HealthChecker::~HealthChecker() = default;
 
 void HealthChecker::schedule() {
-  rng_ ^= rng_ << 13;
-  rng_ ^= rng_ >> 7;
-  rng_ ^= rng_ << 17;
   const uint64_t jitter = interval_ms_ / 10;
-  timer_.arm(interval_ms_ - jitter / 2 + (jitter == 0 ? 0 : rng_ % jitter));
+  timer_.arm(interval_ms_ - jitter / 2 + (jitter == 0 ? 0 : rng_.below(jitter)));
 }
 
 void HealthChecker::on_timer() {

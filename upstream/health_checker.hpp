@@ -14,6 +14,7 @@
 
 #include "common/deadline_timer.hpp"
 #include "conf/config.hpp"
+#include "upstream/balancer.hpp"
 #include "upstream/exchange_sink.hpp"
 #include "upstream/server_health.hpp"
 
@@ -39,7 +40,7 @@ class HealthChecker {
   void schedule();
 
   uint64_t interval_ms_;
-  uint64_t rng_;
+  FastRng rng_;  // jitter
   DeadlineTimer timer_;
   std::vector<std::unique_ptr<Probe>> probes_;  // one per server
   bool closed_ = false;
