@@ -93,6 +93,22 @@ CheckResult check_request_head(const http::MessageHead& head) {
   if (head.has_transfer_encoding && head.framing != http::BodyFraming::kChunked) {
     return {Error::kBadRequest, "invalid Transfer-Encoding"};
   }
+  if (head.has_transfer_encoding) {
+    // chunked only once, and last (RFC 9112 6.1), across every
+    // Transfer-Encoding field: the upstream sees them joined in one.
+    size_t chunked = 0;
+    bool chunked_last = false;
+    for (const http::Header& h : head.headers) {
+      if (!iequals(h.name, "transfer-encoding")) continue;
+      http::for_each_list_token(h.value, [&](std::string_view token) {
+        chunked_last = iequals(token, "chunked");
+        chunked += chunked_last ? 1 : 0;
+      });
+    }
+    if (chunked != 1 || !chunked_last) {
+      return {Error::kBadRequest, "chunked must be the last transfer coding, applied once"};
+    }
+  }
   std::string_view expect = head.get("expect");
   if (!expect.empty() && !iequals(expect, "100-continue")) {
     return {Error::kBadRequest, "unsupported Expect"};
